@@ -1,0 +1,1 @@
+"""Triton kernels, each with a host wrapper and a torch reference; nothing else."""

@@ -1,0 +1,160 @@
+"""What a probe is handed (`Context`), and the one way a probe measures a case (`measure_case`).
+
+`measure_case` is where the measurement method lives, so no probe re-implements it: poison the output, run
+once and check it against the reference before any time counts; time with `probes.timing.time_fn` while NVML
+telemetry is sampled; check again after the timed repetitions; derive the figure from the median. A wrong
+result, an out-of-memory or any other exception becomes an error recorded for that case, never a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from probes.config import ConfigError, RunConfig
+from probes.device import Nvml, TelemetrySampler
+from probes.results import Measurement
+from probes.timing import CacheFlush, synchronize, time_fn
+
+
+def resolve_devices(spec: str | None) -> tuple[list[torch.device], str]:
+    """'auto' (GPUs if any, else the CPU), 'cpu', 'cuda' (every visible GPU) or 'cuda:N'.
+
+    Returns the devices and a note for the user (e.g. that no GPU was found). Bad input is a ConfigError.
+    """
+    spec = (spec or "auto").strip().lower()
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if spec == "auto":
+        if n_gpu:
+            return [torch.device("cuda", i) for i in range(n_gpu)], f"using {n_gpu} GPU(s)"
+        return [torch.device("cpu")], "no GPU found: measuring the CPU (figures are CPU figures)"
+    if spec == "cpu":
+        return [torch.device("cpu")], "measuring the CPU (figures are CPU figures)"
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not n_gpu:
+            raise ConfigError(f"--device {spec}: no CUDA/ROCm device is visible to torch (use --device cpu)")
+        if spec == "cuda":
+            return [torch.device("cuda", i) for i in range(n_gpu)], f"using {n_gpu} GPU(s)"
+        idx = spec.split(":", 1)[1]
+        if not idx.isdigit() or int(idx) >= n_gpu:
+            raise ConfigError(f"--device {spec}: no such device (visible: cuda:0..cuda:{n_gpu - 1})")
+        return [torch.device("cuda", int(idx))], f"using {spec}"
+    raise ConfigError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory a probe may still allocate on `device` (the host's available memory for the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+@dataclass
+class Context:
+    """Shared state of a run: config, devices, NVML session and a progress callback."""
+
+    cfg: RunConfig
+    devices: list[torch.device]
+    nvml: Nvml
+    progress: Callable[[str], None] = field(default=lambda desc: None)
+    flushes: dict[str, CacheFlush] = field(default_factory=dict)
+
+    def cache_flush(self, device: torch.device) -> CacheFlush:
+        """The one L2-flush buffer of a device, allocated on first use and kept for the run."""
+        key = str(device)
+        if key not in self.flushes:
+            self.flushes[key] = CacheFlush(device)
+        return self.flushes[key]
+
+
+def skipped(probe: str, case: str, device: torch.device, params: dict[str, Any], reason: str) -> Measurement:
+    return Measurement(
+        probe=probe, case=case, device=str(device), params=params, status="skipped", error=reason
+    )
+
+
+def measure_case(
+    ctx: Context,
+    *,
+    probe: str,
+    case: str,
+    device: torch.device,
+    params: dict[str, Any],
+    fn: Callable[[], Any],
+    check: Callable[[], str | None] | None,
+    poison: Callable[[], None] | None = None,
+    bytes_moved: int | None = None,
+    flops: int | None = None,
+    flush_cache: bool = False,
+    headline: str | None = None,
+) -> Measurement:
+    """Check, time and check again one case; see the module docstring. Never raises for a bad case."""
+    m = Measurement(probe=probe, case=case, device=str(device), params=dict(params), headline=headline)
+    if bytes_moved is not None:
+        m.params["bytes_moved"] = int(bytes_moved)
+    if flops is not None:
+        m.params["flops"] = int(flops)
+    ctx.progress(f"{probe}: {case}")
+    # Events and side streams belong to the current device: make the measured one current.
+    device_ctx = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    try:
+        with device_ctx:
+            if check is not None:
+                if poison is not None:
+                    poison()
+                fn()
+                synchronize(device)
+                problem = check()
+                if problem:
+                    return _fail(m, f"wrong result before timing: {problem}")
+            flush = ctx.cache_flush(device) if flush_cache else None
+            with TelemetrySampler(ctx.nvml, device, ctx.cfg.timing.telemetry_interval_s) as tel:
+                timing = time_fn(fn, device, ctx.cfg.timing, flush)
+            m.telemetry = tel.summary()
+            m.timing = timing.to_dict()
+            if check is not None:
+                problem = check()
+                if problem:
+                    return _fail(m, f"wrong result after timing: {problem}")
+                m.verification = {"status": "passed"}
+    except torch.OutOfMemoryError as exc:
+        _release(device)
+        m.status, m.error = "error", f"out of memory: {str(exc).splitlines()[0]}"
+        return m
+    except Exception as exc:
+        _release(device)
+        m.status = "error"
+        m.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        m.verification = {"status": "not-run", "traceback": traceback.format_exc(limit=4)}
+        return m
+    median = timing.stats.median_s
+    if flops is not None:
+        m.value, m.unit = flops / median, "flop_per_s"
+    elif bytes_moved is not None:
+        m.value, m.unit = bytes_moved / median, "bytes_per_s"
+    else:
+        m.value, m.unit = median, "seconds"
+    return m
+
+
+def _fail(m: Measurement, detail: str) -> Measurement:
+    m.status, m.error = "error", detail
+    m.verification = {"status": "failed", "detail": detail}
+    return m
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

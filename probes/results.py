@@ -1,0 +1,235 @@
+"""The run document: one JSON file per run, the contract between probes, analysis and users.
+
+Keys carry their unit (`bytes_per_s`, `flop_per_s`, `seconds`, `_s`, `_bytes`); figures are SI numbers and
+only displays convert to decimal GB/s or TFLOPS. The document is rewritten atomically (temporary file in
+the same folder, fsync, rename) after every probe, so a crash or Ctrl-C loses at most the probe in flight.
+`load()` refuses what it cannot read, with a message that says why.
+
+This module imports neither torch nor the measuring code: analysis on a laptop loads run documents with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "gpuprobe.run/1"
+SCHEMA_FAMILY = "gpuprobe.run/"
+STATUSES = ("ok", "error", "skipped")
+
+
+class RunDocumentError(ValueError):
+    """A file that is not a run document this version can read."""
+
+
+@dataclass
+class Measurement:
+    """One case of one probe: parameters, timing with raw samples, the derived figure, and its checks."""
+
+    probe: str
+    case: str
+    device: str
+    params: dict[str, Any]
+    status: str = "ok"  # ok | error | skipped
+    value: float | None = None
+    unit: str | None = None  # "bytes_per_s", "flop_per_s", ...
+    timing: dict[str, Any] | None = None
+    verification: dict[str, Any] = field(default_factory=lambda: {"status": "not-run"})
+    telemetry: dict[str, Any] | None = None
+    error: str | None = None  # the error, or the reason it was skipped
+    headline: str | None = None  # name of the summary figure this case counts toward
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_document(
+    *,
+    tool: dict[str, Any],
+    host: dict[str, Any],
+    devices: list[dict[str, Any]],
+    config: dict[str, Any],
+    started: datetime,
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "tool": tool,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": None,
+        "status": "running",  # running | completed | interrupted
+        "host": host,
+        "devices": devices,
+        "config": config,
+        "probes": {},  # name -> {"status", "seconds", "error"}
+        "measurements": [],
+        "errors": [],
+        "summary": [],
+        "notes": [],
+    }
+
+
+def headline_summary(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per headline: the median of the ok measurements tagged with it, and their spread.
+
+    A probe tags the cases that make a headline (e.g. every DRAM-sized copy); taking the median over them
+    keeps one noisy size from setting the node's figure.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for m in measurements:
+        if m.get("headline") and m.get("status") == "ok" and m.get("value") is not None:
+            groups.setdefault((m["probe"], m["headline"], m["device"]), []).append(m)
+    rows = []
+    for (probe, name, device), ms in groups.items():
+        values = [m["value"] for m in ms]
+        cvs = [m["timing"]["stats"]["cv"] for m in ms if m.get("timing")]
+        rows.append(
+            {
+                "probe": probe,
+                "name": name,
+                "device": device,
+                "value": statistics.median(values),
+                "unit": ms[0]["unit"],
+                "min": min(values),
+                "max": max(values),
+                "n_cases": len(values),
+                "max_cv": max(cvs) if cvs else None,
+            }
+        )
+    return rows
+
+
+def default_path(out_dir: str | Path, started: datetime, host: str, device: str) -> Path:
+    """results/<UTC time>_<host>_<device>.json with filesystem-safe names."""
+
+    def safe(s: str) -> str:
+        return re.sub(r"[^A-Za-z0-9.-]+", "-", s).strip("-") or "unknown"
+
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    return Path(out_dir) / f"{stamp}_{safe(host)}_{safe(device)}.json"
+
+
+def write_atomic(doc: dict[str, Any], path: str | Path) -> Path:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_finite(doc), fh, indent=1, default=_json_default, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _finite(o: Any) -> Any:
+    """JSON has no NaN or infinity: store them as null rather than write a file other tools refuse."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    return str(o)
+
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "tool": dict,
+    "started_utc": str,
+    "status": str,
+    "host": dict,
+    "devices": list,
+    "config": dict,
+    "probes": dict,
+    "measurements": list,
+    "errors": list,
+    "summary": list,
+}
+_MEASUREMENT_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "probe": str,
+    "case": str,
+    "device": str,
+    "params": dict,
+    "status": str,
+}
+
+
+def validate(doc: Any, name: str = "run document") -> dict[str, Any]:
+    """Check the structure of a parsed run document; raise RunDocumentError naming the first problem."""
+    if not isinstance(doc, dict):
+        raise RunDocumentError(
+            f"{name}: not a gpuprobe run document (top level is {type(doc).__name__}, not an object)"
+        )
+    schema = doc.get("schema")
+    if not isinstance(schema, str) or not schema.startswith(SCHEMA_FAMILY):
+        raise RunDocumentError(f"{name}: not a gpuprobe run document (no '{SCHEMA_FAMILY}*' schema key)")
+    if schema != SCHEMA:
+        raise RunDocumentError(
+            f"{name}: schema {schema!r} is not supported by this version (reads {SCHEMA!r})"
+        )
+    for key, tp in _REQUIRED.items():
+        if key not in doc:
+            raise RunDocumentError(f"{name}: missing key {key!r}")
+        if not isinstance(doc[key], tp):
+            raise RunDocumentError(f"{name}: key {key!r} should be {getattr(tp, '__name__', tp)}")
+    for i, m in enumerate(doc["measurements"]):
+        if not isinstance(m, dict):
+            raise RunDocumentError(f"{name}: measurements[{i}] is not an object")
+        for key, tp in _MEASUREMENT_REQUIRED.items():
+            if not isinstance(m.get(key), tp):
+                raise RunDocumentError(f"{name}: measurements[{i}].{key} missing or not {tp.__name__}")
+        if m["status"] not in STATUSES:
+            raise RunDocumentError(
+                f"{name}: measurements[{i}].status {m['status']!r} is not one of {STATUSES}"
+            )
+        if m["status"] == "ok" and not isinstance(m.get("value"), (int, float)):
+            raise RunDocumentError(f"{name}: measurements[{i}] is ok but has no numeric value")
+    return doc
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and validate a run document."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise RunDocumentError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDocumentError(f"{p}: cannot read: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunDocumentError(
+            f"{p}: not valid JSON (truncated or corrupt?): {exc.msg} at line {exc.lineno}"
+        ) from None
+    return validate(doc, str(p))

@@ -1,0 +1,210 @@
+"""The one timing primitive every probe uses.
+
+GPU work is asynchronous: a host clock read after a launch measures the launch, not the kernel. On CUDA (and
+ROCm, which torch also calls "cuda") each repetition is bracketed by device events recorded on the current
+stream, so the figure is device time; elsewhere the device is synchronized and a monotonic host clock is
+read. Warm-up runs by time, not by count, so clocks ramp and caches settle whatever the case size.
+Repetitions continue until the relative standard error of the mean is below the target, the case's time
+budget is spent, or the repetition cap is reached; statistics come from the kept raw samples.
+
+Anything meant to measure DRAM can ask for the last-level cache to be flushed between repetitions
+(`CacheFlush`: a buffer of twice the cache, allocated once, written outside the timed window).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from probes.config import TimingConfig
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of raw samples, in seconds. cv = std/mean; rse = std/sqrt(n)/mean (relative standard error)."""
+
+    n: int
+    median_s: float
+    mean_s: float
+    min_s: float
+    max_s: float
+    p10_s: float
+    p90_s: float
+    std_s: float
+    cv: float
+    rse: float
+
+
+def summarize(samples: Sequence[float]) -> Stats:
+    """Statistics of raw samples (sample std, ddof=1; percentiles by linear interpolation)."""
+    if len(samples) == 0:
+        raise ValueError("summarize() needs at least one sample")
+    a = np.asarray(samples, dtype=np.float64)
+    n = a.size
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if n > 1 else 0.0
+    return Stats(
+        n=n,
+        median_s=float(np.median(a)),
+        mean_s=mean,
+        min_s=float(a.min()),
+        max_s=float(a.max()),
+        p10_s=float(np.percentile(a, 10)),
+        p90_s=float(np.percentile(a, 90)),
+        std_s=std,
+        cv=std / mean if mean > 0 else math.inf,
+        rse=std / math.sqrt(n) / mean if mean > 0 else math.inf,
+    )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What `time_fn` measured: statistics, the raw samples, and how they were taken."""
+
+    stats: Stats
+    samples_s: tuple[float, ...]
+    method: str  # "device-events" or "host-clock"
+    warmup_s: float
+    warmup_reps: int
+    stop_reason: str  # "target-rse", "budget", "max-reps"
+    cache_flushed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples_s"] = list(self.samples_s)
+        return d
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all work queued on `device` (a no-op on the CPU, whose torch ops are synchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type != "cpu":
+        mod = getattr(torch, device.type, None)
+        sync = getattr(mod, "synchronize", None)
+        if sync is not None:
+            sync()
+
+
+def cache_bytes(device: torch.device) -> int:
+    """Size of the last-level cache in front of `device`'s memory: GPU L2, or the CPU's largest cache."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).L2_cache_size)
+    return cpu_last_level_cache_bytes()
+
+
+def cpu_last_level_cache_bytes(default: int = 32 << 20) -> int:
+    """Largest CPU cache from sysfs (Linux); `default` where the kernel does not say."""
+    import glob
+
+    best = 0
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(f"{d}/size") as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text[:-1] if text[-1:] in "KMG" else text
+        if digits.isdigit():
+            best = max(best, int(digits) * mult)
+    return best or default
+
+
+class CacheFlush:
+    """Evicts the last-level cache by writing a buffer twice its size; allocated once, reused every call."""
+
+    def __init__(self, device: torch.device, nbytes: int | None = None) -> None:
+        self.device = device
+        self.nbytes = int(nbytes if nbytes is not None else 2 * cache_bytes(device))
+        self._buf = torch.empty(self.nbytes // 4, dtype=torch.int32, device=device)
+        self._value = 0
+
+    def __call__(self) -> None:
+        # A changing value keeps the write from being elided or compressed away.
+        self._value = (self._value + 1) % 1_000_003
+        self._buf.fill_(self._value)
+
+
+def time_fn(
+    fn: Callable[[], Any],
+    device: torch.device,
+    cfg: TimingConfig,
+    flush: CacheFlush | None = None,
+) -> Timing:
+    """Time `fn()` on `device`: warm up by time, then repeat adaptively; see the module docstring."""
+    t0 = time.perf_counter()
+    warm = 0
+    while True:
+        fn()
+        synchronize(device)
+        warm += 1
+        if time.perf_counter() - t0 >= cfg.warmup_s:
+            break
+    warmup_s = time.perf_counter() - t0
+
+    samples: list[float] = []
+    use_events = device.type == "cuda"
+    start = time.perf_counter()
+    stop_reason = "max-reps"
+    batch = 1
+    while len(samples) < cfg.max_reps:
+        n = min(batch, cfg.max_reps - len(samples))
+        if use_events:
+            samples.extend(_event_batch(fn, n, flush))
+        else:
+            samples.extend(_host_batch(fn, device, n, flush))
+        if len(samples) >= cfg.min_reps and summarize(samples).rse <= cfg.target_rse:
+            stop_reason = "target-rse"
+            break
+        if time.perf_counter() - start >= cfg.case_budget_s:
+            stop_reason = "budget"
+            break
+        # Grow the batch so tiny kernels are not dominated by the per-batch sync and statistics, but never
+        # past what the budget can still afford.
+        per_rep = max(samples[-1], 1e-7)
+        remaining = cfg.case_budget_s - (time.perf_counter() - start)
+        batch = max(1, min(batch * 2, 64, int(remaining / per_rep)))
+    return Timing(
+        stats=summarize(samples),
+        samples_s=tuple(samples),
+        method="device-events" if use_events else "host-clock",
+        warmup_s=warmup_s,
+        warmup_reps=warm,
+        stop_reason=stop_reason,
+        cache_flushed=flush is not None,
+    )
+
+
+def _event_batch(fn: Callable[[], Any], n: int, flush: CacheFlush | None) -> list[float]:
+    pairs = []
+    for _ in range(n):
+        if flush is not None:
+            flush()
+        s = torch.cuda.Event(enable_timing=True)
+        e = torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        pairs.append((s, e))
+    pairs[-1][1].synchronize()
+    return [s.elapsed_time(e) * 1e-3 for s, e in pairs]
+
+
+def _host_batch(fn: Callable[[], Any], device: torch.device, n: int, flush: CacheFlush | None) -> list[float]:
+    out = []
+    for _ in range(n):
+        if flush is not None:
+            flush()
+        synchronize(device)
+        s = time.perf_counter()
+        fn()
+        synchronize(device)
+        out.append(time.perf_counter() - s)
+    return out

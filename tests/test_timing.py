@@ -1,0 +1,133 @@
+"""The timing primitive: statistics against hand-computed values, a known sleep, the stop rules."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from conftest import requires_cuda
+
+from probes.config import TimingConfig
+from probes.timing import CacheFlush, cache_bytes, summarize, time_fn
+
+CPU = torch.device("cpu")
+
+
+def test_summarize_matches_hand_computed_values():
+    s = summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert s.n == 5
+    assert s.median_s == 3.0
+    assert s.mean_s == 3.0
+    assert (s.min_s, s.max_s) == (1.0, 5.0)
+    # numpy's linear percentile: position 0.1 * (5 - 1) = 0.4 between 1 and 2 -> 1.4; 0.9 * 4 = 3.6 -> 4.6
+    assert s.p10_s == pytest.approx(1.4)
+    assert s.p90_s == pytest.approx(4.6)
+    # sample variance: (4 + 1 + 0 + 1 + 4) / 4 = 2.5
+    assert s.std_s == pytest.approx(math.sqrt(2.5))
+    assert s.cv == pytest.approx(math.sqrt(2.5) / 3)
+    assert s.rse == pytest.approx(math.sqrt(2.5) / math.sqrt(5) / 3)
+
+
+def test_summarize_even_count_median_and_single_sample():
+    assert summarize([4.0, 1.0, 3.0, 2.0]).median_s == 2.5
+    one = summarize([0.25])
+    assert (one.n, one.median_s, one.std_s, one.cv, one.rse) == (1, 0.25, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_time_fn_measures_a_known_sleep():
+    cfg = TimingConfig(warmup_s=0.02, min_reps=5, max_reps=8, target_rse=1e-9, case_budget_s=10.0)
+    t = time_fn(lambda: time.sleep(0.02), CPU, cfg)
+    assert t.method == "host-clock"
+    assert t.stats.n == len(t.samples_s) == 8
+    assert t.stop_reason == "max-reps"
+    # sleep never returns early; the scheduler may add a little on a loaded 2-core box
+    assert 0.02 <= t.stats.median_s < 0.03
+    assert t.stats.min_s >= 0.02
+    assert t.warmup_reps >= 1 and t.warmup_s >= 0.02
+
+
+def test_time_fn_warms_up_by_time_not_count():
+    calls = []
+    cfg = TimingConfig(warmup_s=0.05, min_reps=1, max_reps=1, target_rse=1.0, case_budget_s=1.0)
+    t = time_fn(lambda: (calls.append(1), time.sleep(0.005)), CPU, cfg)
+    assert t.warmup_reps >= 5  # 0.05 s of 5 ms calls, not a fixed count
+    assert len(calls) == t.warmup_reps + t.stats.n
+
+
+def test_time_fn_stops_on_target_rse_at_min_reps_for_a_steady_case():
+    cfg = TimingConfig(warmup_s=0.0, min_reps=4, max_reps=1000, target_rse=0.2, case_budget_s=10.0)
+    t = time_fn(lambda: time.sleep(0.005), CPU, cfg)
+    assert t.stop_reason == "target-rse"
+    assert 4 <= t.stats.n < 20
+
+
+def test_time_fn_stops_when_the_budget_is_spent():
+    state = {"i": 0}
+
+    def noisy() -> None:
+        state["i"] += 1
+        time.sleep(0.001 if state["i"] % 2 else 0.01)  # CV near 1: the RSE target cannot be met
+
+    cfg = TimingConfig(warmup_s=0.0, min_reps=2, max_reps=100000, target_rse=1e-6, case_budget_s=0.3)
+    t0 = time.perf_counter()
+    t = time_fn(noisy, CPU, cfg)
+    assert t.stop_reason == "budget"
+    assert time.perf_counter() - t0 < 0.3 + 0.2  # the batch never outgrows what the budget affords
+
+
+def test_cache_flush_buffer_is_allocated_once_and_written_each_call():
+    f = CacheFlush(CPU, nbytes=1 << 20)
+    ptr = f._buf.data_ptr()
+    f()
+    first = int(f._buf[0])
+    f()
+    assert f._buf.data_ptr() == ptr
+    assert int(f._buf[0]) != first
+    assert f._buf.numel() * 4 == 1 << 20
+    assert CacheFlush(CPU).nbytes == 2 * cache_bytes(CPU)
+
+
+def test_time_fn_flush_runs_outside_the_timed_window():
+    class SlowFlush:
+        calls = 0
+
+        def __call__(self) -> None:
+            SlowFlush.calls += 1
+            time.sleep(0.02)
+
+    cfg = TimingConfig(warmup_s=0.0, min_reps=3, max_reps=3, target_rse=1e-9, case_budget_s=10.0)
+    t = time_fn(lambda: None, CPU, cfg, flush=SlowFlush())
+    assert SlowFlush.calls == 3
+    assert t.cache_flushed
+    assert t.stats.max_s < 0.01
+
+
+@requires_cuda
+def test_cuda_events_time_a_known_device_sleep():
+    dev = torch.device("cuda", 0)
+    cycles = 10_000_000
+    torch.cuda._sleep(cycles)  # warm the spin kernel
+    cfg = TimingConfig(warmup_s=0.05, min_reps=5, max_reps=20, target_rse=0.01, case_budget_s=2.0)
+    t = time_fn(lambda: torch.cuda._sleep(cycles), dev, cfg)
+    assert t.method == "device-events"
+    clock_hz = torch.cuda.clock_rate(dev) * 1e6 if hasattr(torch.cuda, "clock_rate") else None
+    assert t.stats.median_s > 0
+    if clock_hz:
+        # the spin kernel counts SM clocks: its time is cycles / clock (clocks may boost above base)
+        assert 0.3 * cycles / clock_hz < t.stats.median_s < 3 * cycles / clock_hz
+
+
+@requires_cuda
+def test_cuda_l2_flush_makes_a_cache_sized_read_slower():
+    dev = torch.device("cuda", 0)
+    l2 = cache_bytes(dev)
+    x = torch.rand(l2 // 8, device=dev)  # half the L2: cache-resident unless flushed
+    cfg = TimingConfig(warmup_s=0.05, min_reps=20, max_reps=200, target_rse=0.01, case_budget_s=1.0)
+    warm = time_fn(lambda: x.sum(), dev, cfg)
+    cold = time_fn(lambda: x.sum(), dev, cfg, flush=CacheFlush(dev))
+    assert cold.cache_flushed
+    assert cold.stats.median_s > warm.stats.median_s
