@@ -52,8 +52,10 @@ class Nvml:
             return NA
         return value.decode() if isinstance(value, bytes) else value
 
-    def const(self, name: str, default: Any = None) -> Any:
-        return getattr(self._nv, name, default) if self.available else default
+    def const(self, name: str, default: int) -> int:
+        """An NVML enum or bit mask by name; `default` where this binding lacks it."""
+        value = getattr(self._nv, name, default) if self.available else default
+        return value if isinstance(value, int) else default
 
     def handle(self, device: torch.device) -> Any:
         """NVML handle of a torch CUDA device, matched by UUID (CUDA_VISIBLE_DEVICES reorders indices)."""
@@ -95,7 +97,7 @@ def throttle_reasons(nvml: Nvml, handle: Any) -> list[str] | str:
         mask = nvml.call("nvmlDeviceGetCurrentClocksThrottleReasons", handle)
     if mask == NA:
         return NA
-    return [name for const, name in _THROTTLE_NAMES.items() if mask & (nvml.const(const, 0) or 0)]
+    return [name for const, name in _THROTTLE_NAMES.items() if mask & nvml.const(const, 0)]
 
 
 def _mw_to_w(v: Any) -> Any:

@@ -1,0 +1,132 @@
+"""The run document: round trip, atomic writes, and a loader that refuses what it cannot read."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from probes.results import (
+    SCHEMA,
+    Measurement,
+    RunDocumentError,
+    default_path,
+    headline_summary,
+    load,
+    new_document,
+    write_atomic,
+)
+
+
+def make_doc() -> dict:
+    doc = new_document(
+        tool={"name": "gpuprobe", "version": "0"},
+        host={"hostname": "h"},
+        devices=[{"torch_device": "cpu"}],
+        config={"profile": "quick"},
+        started=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    )
+    timing = {"stats": {"cv": 0.01, "median_s": 1.0}, "samples_s": [1.0, float("inf")]}
+    for v in (10.0, 30.0, 20.0):
+        doc["measurements"].append(
+            Measurement(
+                "bandwidth",
+                f"copy/{v}",
+                "cpu",
+                {"n": 1},
+                value=v,
+                unit="bytes_per_s",
+                timing=timing,
+                headline="dram_copy_torch",
+            ).to_dict()
+        )
+    doc["measurements"].append(
+        Measurement("bandwidth", "x", "cpu", {}, status="skipped", error="why").to_dict()
+    )
+    doc["summary"] = headline_summary(doc["measurements"])
+    return doc
+
+
+def test_round_trip(tmp_path):
+    doc = make_doc()
+    p = write_atomic(doc, tmp_path / "sub" / "run.json")
+    back = load(p)
+    assert back["schema"] == SCHEMA
+    assert back["measurements"][0]["value"] == 10.0
+    assert back["measurements"][0]["timing"]["samples_s"] == [1.0, None]  # JSON has no infinity
+    assert back["summary"] == [
+        {
+            "probe": "bandwidth",
+            "name": "dram_copy_torch",
+            "device": "cpu",
+            "value": 20.0,
+            "unit": "bytes_per_s",
+            "min": 10.0,
+            "max": 30.0,
+            "n_cases": 3,
+            "max_cv": 0.01,
+        }
+    ]
+    assert [f.name for f in (tmp_path / "sub").iterdir()] == ["run.json"]  # no temporary left behind
+
+
+def test_write_is_atomic_when_serialisation_fails(tmp_path):
+    p = tmp_path / "run.json"
+    write_atomic(make_doc(), p)
+    before = p.read_text()
+    bad = make_doc()
+
+    class Broken:
+        def to_dict(self):
+            raise ValueError("cannot serialise")
+
+    bad["measurements"].append(Broken())  # json.dump fails half-way through the file
+    with pytest.raises(ValueError, match="cannot serialise"):
+        write_atomic(bad, p)
+    assert p.read_text() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_loader_refuses_a_truncated_file(tmp_path):
+    p = tmp_path / "run.json"
+    text = json.dumps(make_doc())
+    p.write_text(text[: len(text) // 2])
+    with pytest.raises(RunDocumentError, match="not valid JSON"):
+        load(p)
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"name": "some-other-tool", "results": []}, "not a gpuprobe run document"),
+        ([1, 2, 3], "not a gpuprobe run document"),
+        ({"schema": "gpuprobe.run/99"}, "schema 'gpuprobe.run/99' is not supported"),
+    ],
+)
+def test_loader_refuses_foreign_json(tmp_path, doc, expected):
+    p = tmp_path / "foreign.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(RunDocumentError, match=expected):
+        load(p)
+
+
+def test_loader_refuses_broken_measurements(tmp_path):
+    doc = make_doc()
+    doc["measurements"][0]["status"] = "great"
+    p = write_atomic(doc, tmp_path / "a.json")
+    with pytest.raises(RunDocumentError, match=r"measurements\[0\].status 'great'"):
+        load(p)
+    doc = make_doc()
+    del doc["summary"]
+    with pytest.raises(RunDocumentError, match="missing key 'summary'"):
+        load(write_atomic(doc, tmp_path / "b.json"))
+    with pytest.raises(RunDocumentError, match="no such file"):
+        load(tmp_path / "none.json")
+
+
+def test_default_path_is_time_host_device():
+    p = default_path(
+        "results", datetime(2026, 11, 23, 23, 1, 2, tzinfo=timezone.utc), "node 7", "8xNVIDIA H100 80GB HBM3"
+    )
+    assert str(p) == "results/20261123T230102Z_node-7_8xNVIDIA-H100-80GB-HBM3.json"
