@@ -1,0 +1,59 @@
+"""analysis on saved run documents: report, plot, bad files; and no torch import on the way."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+from test_results import make_doc
+
+from analysis.__main__ import main as analysis_main
+from analysis.plots import bandwidth_series
+from analysis.units import display
+from probes.results import write_atomic
+
+
+def bandwidth_doc() -> dict:
+    doc = make_doc()
+    doc["devices"] = [
+        {"torch_device": "cpu", "name": "Test CPU", "kind": "cpu", "last_level_cache_bytes": 1 << 20}
+    ]
+    for m in doc["measurements"][:3]:
+        m["params"] = {"pattern": "copy", "variant": "torch", "working_set_bytes": int(m["value"]) << 20}
+    return doc
+
+
+def test_display_units_are_decimal():
+    assert display(2.95e12, "bytes_per_s") == ("2950.0", "GB/s")
+    assert display(7.94e14, "flop_per_s") == ("794.0", "TFLOPS")
+    assert display(None, "bytes_per_s") == ("-", "")
+
+
+def test_report_and_plot_from_a_saved_document(tmp_path, capsys):
+    path = write_atomic(bandwidth_doc(), tmp_path / "run.json")
+    assert analysis_main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "dram_copy_torch" in out and "CPU figures" in out and "skipped 1 bandwidth case(s): why" in out
+    assert analysis_main(["plot", str(path)]) == 0
+    png = tmp_path / "run_bandwidth.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert bandwidth_series(bandwidth_doc())[("cpu", "copy", "torch")] == [
+        (10 << 20, 10.0),
+        (20 << 20, 20.0),
+        (30 << 20, 30.0),
+    ]
+
+
+def test_bad_run_document_is_exit_2(tmp_path, capsys):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"hello": "world"}))
+    assert analysis_main(["report", str(p)]) == 2
+    assert "not a gpuprobe run document" in capsys.readouterr().err
+
+
+def test_analysis_does_not_import_torch():
+    code = "import sys, analysis.report, analysis.plots, analysis.__main__, probes.results; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"

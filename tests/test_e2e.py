@@ -1,0 +1,46 @@
+"""End to end: `python -m probes.all` with the shipped quick profile on this (GPU-less) machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from probes.results import load
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of a plain run")
+def test_plain_probes_all_runs_the_quick_profile_on_the_cpu(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "probes.all"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no GPU found: measuring the CPU" in r.stderr
+    assert "These are CPU figures" in r.stdout
+    (path,) = (tmp_path / "results").glob("*.json")
+    doc = load(path)
+    assert doc["status"] == "completed"
+    assert doc["config"]["profile"] == "quick"
+    assert doc["seconds"] < 90, f"quick profile took {doc['seconds']:.0f} s on the CPU"
+    names = {s["name"] for s in doc["summary"]}
+    assert names == {"dram_read_torch", "dram_write_torch", "dram_copy_torch", "dram_triad_torch"}
+    for s in doc["summary"]:
+        assert s["unit"] == "bytes_per_s" and 1e8 < s["value"] < 1e13
+    assert any("STREAM" in n for n in doc["notes"])
+    assert not [m for m in doc["measurements"] if m["status"] == "error"]
+    assert doc["devices"][0]["kind"] == "cpu"
+    png = path.with_name(path.stem + "_bandwidth.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.name in r.stdout.replace("\n", "")
