@@ -14,6 +14,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless nodes have no display
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
+
+
+def _bytes_label(x: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if x >= size:
+            return f"{x / size:g} {unit}"
+    return f"{x:g} B"
 
 
 def bandwidth_series(doc: dict[str, Any]) -> dict[tuple[str, str, str], list[tuple[int, float]]]:
@@ -42,6 +50,10 @@ def plot_bandwidth(doc: dict[str, Any], path: str | Path) -> Path | None:
         for d in doc.get("devices", [])
     }
     names = {d.get("torch_device"): d.get("name", "") for d in doc.get("devices", [])}
+    headline_sizes: dict[str, set[int]] = {}
+    for m in doc.get("measurements", []):
+        if m["probe"] == "bandwidth" and m.get("headline"):
+            headline_sizes.setdefault(m["device"], set()).add(m["params"]["working_set_bytes"])
     for ax, dev in zip(axes[:, 0], devices, strict=True):
         for (d, pattern, variant), pts in sorted(series.items()):
             if d != dev:
@@ -66,8 +78,24 @@ def plot_bandwidth(doc: dict[str, Any], path: str | Path) -> Path | None:
                 color="grey",
                 ha="right",
             )
+        dram = [
+            ws
+            for (d, _p, _v), pts in series.items()
+            if d == dev
+            for ws, _ in pts
+            if ws in headline_sizes.get(dev, ())
+        ]
+        if dram:
+            ax.axvspan(
+                min(dram) / 1.2,
+                max(dram) * 1.2,
+                color="tab:blue",
+                alpha=0.06,
+                label="DRAM plateau (headline sizes)",
+            )
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("working set (bytes, all arrays of the kernel)")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: _bytes_label(x)))
+        ax.set_xlabel("working set (all arrays of the kernel)")
         ax.set_ylabel("achieved bandwidth (GB/s, decimal)")
         ax.set_title(f"Memory bandwidth vs working set: {names.get(dev, '')} ({dev})")
         ax.set_ylim(bottom=0)

@@ -45,7 +45,7 @@ def write_kernel(
 ):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    v = tl.full((BLOCK,), value, tl.float32)
+    v = tl.zeros((BLOCK,), tl.float32) + value  # a runtime scalar broadcast; tl.full wants a constant
     tl.store(out_ptr + offs, v.to(out_ptr.dtype.element_ty), mask=offs < n)
 
 

@@ -46,6 +46,8 @@ def compare(
 
     `expected` is a tensor or a function (lo, hi) -> float64 values of the flattened range [lo, hi).
     """
+    if rtol == 0 and atol == 0 and isinstance(expected, torch.Tensor) and _exactly_equal(actual, expected):
+        return None  # copies: one comparison in the native dtype instead of float64 chunks
     flat = actual.reshape(-1)
     n = flat.numel()
     if isinstance(expected, torch.Tensor):
@@ -78,6 +80,12 @@ def compare(
         f"{name}: {bad_total} of {n} elements differ (tolerance {atol:g} + {rtol:g}*|expected|); "
         + "; ".join(examples)
     )
+
+
+def _exactly_equal(a: torch.Tensor, e: torch.Tensor) -> bool:
+    if a.shape != e.shape or a.dtype != e.dtype or a.device != e.device:
+        return False
+    return bool(torch.equal(a, e))  # NaN != NaN: a poisoned slot still fails
 
 
 def tolerance(dtype: torch.dtype) -> tuple[float, float]:

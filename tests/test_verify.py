@@ -51,3 +51,14 @@ def test_compare_with_a_chunked_reference_function_and_shape_mismatch():
 
 def test_tolerances_are_looser_for_narrower_dtypes():
     assert tolerance(torch.float32)[0] < tolerance(torch.float16)[0] < tolerance(torch.bfloat16)[0]
+
+
+def test_exact_fast_path_still_rejects_nan_and_differences():
+    src = torch.rand(1000)
+    dst = src.clone()
+    assert compare(dst, src, rtol=0, atol=0) is None
+    dst[500] = float("nan")
+    assert "[500] got nan" in compare(dst, src, rtol=0, atol=0)
+    dst = src.clone()
+    dst[3] += 1
+    assert "1 of 1000 elements differ" in compare(dst, src, rtol=0, atol=0)
