@@ -16,12 +16,7 @@ matplotlib.use("Agg")  # headless nodes have no display
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 
-
-def _bytes_label(x: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if x >= size:
-            return f"{x / size:g} {unit}"
-    return f"{x:g} B"
+from analysis.units import fmt_bytes
 
 
 def bandwidth_series(doc: dict[str, Any]) -> dict[tuple[str, str, str], list[tuple[int, float]]]:
@@ -94,7 +89,7 @@ def plot_bandwidth(doc: dict[str, Any], path: str | Path) -> Path | None:
                 label="DRAM plateau (headline sizes)",
             )
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: _bytes_label(x)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt_bytes(x)))
         ax.set_xlabel("working set (all arrays of the kernel)")
         ax.set_ylabel("achieved bandwidth (GB/s, decimal)")
         ax.set_title(f"Memory bandwidth vs working set: {names.get(dev, '')} ({dev})")

@@ -16,3 +16,11 @@ def display(value: float | None, unit: str | None) -> tuple[str, str]:
     label, scale = DISPLAY.get(unit or "", (unit or "", 1.0))
     v = value / scale
     return (f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"), label
+
+
+def fmt_bytes(n: float) -> str:
+    """Binary-prefixed size for labels: 8388608 -> '8 MiB' (sizes of buffers, not rates)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n:g} B"

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from analysis.units import fmt_bytes
 from probes.config import BandwidthConfig
 from probes.context import Context, free_memory_bytes, measure_case, skipped
 from probes.results import Measurement
@@ -100,15 +101,12 @@ def _run_device(ctx: Context, device: torch.device) -> list[Measurement]:
         try:
             buf = torch.empty(ws // elem, dtype=dtype, device=device)
         except torch.OutOfMemoryError as exc:
-            out.extend(
-                _error_all(
-                    ctx, device, cases, base, f"out of memory allocating {ws} B: {str(exc).splitlines()[0]}"
-                )
-            )
+            error = f"out of memory allocating {ws} B: {str(exc).splitlines()[0]}"
+            out.extend(_skip_all(ctx, device, cases, base, error, status="error"))
             continue
         for pattern, variant in cases:
             params = {**base, "pattern": pattern, "variant": variant}
-            case = f"{pattern}/{variant}/{_fmt_bytes(ws)}"
+            case = f"{pattern}/{variant}/{fmt_bytes(ws)}"
             if variant == "triton" and triton_reason:
                 ctx.progress(f"{NAME}: {case}")
                 out.append(skipped(NAME, case, device, params, triton_reason))
@@ -246,30 +244,20 @@ def _op(
 
 
 def _skip_all(
-    ctx: Context, device: torch.device, cases: list[tuple[str, str]], base: dict[str, Any], reason: str
+    ctx: Context,
+    device: torch.device,
+    cases: list[tuple[str, str]],
+    base: dict[str, Any],
+    reason: str,
+    status: str = "skipped",
 ) -> list[Measurement]:
     out = []
     for pattern, variant in cases:
-        case = f"{pattern}/{variant}/{_fmt_bytes(base['working_set_bytes'])}"
+        case = f"{pattern}/{variant}/{fmt_bytes(base['working_set_bytes'])}"
         ctx.progress(f"{NAME}: {case}")
-        out.append(skipped(NAME, case, device, {**base, "pattern": pattern, "variant": variant}, reason))
+        params = {**base, "pattern": pattern, "variant": variant}
+        out.append(skipped(NAME, case, device, params, reason, status))
     return out
-
-
-def _error_all(
-    ctx: Context, device: torch.device, cases: list[tuple[str, str]], base: dict[str, Any], error: str
-) -> list[Measurement]:
-    out = _skip_all(ctx, device, cases, base, error)
-    for m in out:
-        m.status = "error"
-    return out
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:g}{unit}"
-    return f"{n}B"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,10 +79,11 @@ class Context:
         return self.flushes[key]
 
 
-def skipped(probe: str, case: str, device: torch.device, params: dict[str, Any], reason: str) -> Measurement:
-    return Measurement(
-        probe=probe, case=case, device=str(device), params=params, status="skipped", error=reason
-    )
+def skipped(
+    probe: str, case: str, device: torch.device, params: dict[str, Any], reason: str, status: str = "skipped"
+) -> Measurement:
+    """A case that was not measured: `skipped` (cannot run here, and why) or `error` (failed before timing)."""
+    return Measurement(probe=probe, case=case, device=str(device), params=params, status=status, error=reason)
 
 
 def measure_case(

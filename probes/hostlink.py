@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from analysis.units import fmt_bytes
 from probes.context import Context, measure_case, skipped
 from probes.results import Measurement
 from probes.verify import compare, poison
@@ -54,13 +55,12 @@ def _run_gpu(ctx: Context, device: torch.device) -> list[Measurement]:
         for memory in h.memory:
             for direction in h.directions:
                 params = {"size_bytes": size, "memory": memory, "direction": direction}
-                case = f"{direction}/{memory}/{size}B"
+                case = f"{direction}/{memory}/{fmt_bytes(size)}"
                 try:
                     fn, check, poison_fn, moved = _copy_case(device, size, memory == "pinned", direction)
                 except Exception as exc:  # pinning can fail (ulimit -l, container limits), or OOM
-                    m = skipped(NAME, case, device, params, f"{type(exc).__name__}: {exc}".splitlines()[0])
-                    m.status = "error"
-                    out.append(m)
+                    error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    out.append(skipped(NAME, case, device, params, error, status="error"))
                     continue
                 out.append(
                     measure_case(

@@ -92,10 +92,18 @@ def synchronize(device: torch.device) -> None:
             sync()
 
 
+# Memory-side caches that torch's L2_cache_size leaves out. AMD CDNA3/CDNA4 put a 256 MB Infinity Cache
+# (MALL) in front of HBM: a working set a few times the 4 MB L2 would still be cache-resident there.
+MEMORY_SIDE_CACHE_BYTES = {"gfx942": 256 << 20, "gfx950": 256 << 20}
+
+
 def cache_bytes(device: torch.device) -> int:
-    """Size of the last-level cache in front of `device`'s memory: GPU L2, or the CPU's largest cache."""
+    """Size of the last-level cache in front of `device`'s memory: GPU L2 (or Infinity Cache), CPU L3."""
     if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).L2_cache_size)
+        props = torch.cuda.get_device_properties(device)
+        l2 = int(props.L2_cache_size)
+        arch = str(getattr(props, "gcnArchName", "")).split(":")[0]
+        return max(l2, MEMORY_SIDE_CACHE_BYTES.get(arch, 0)) if torch.version.hip else l2
     return cpu_last_level_cache_bytes()
 
 

@@ -57,3 +57,12 @@ def test_analysis_does_not_import_torch():
     code = "import sys, analysis.report, analysis.plots, analysis.__main__, probes.results; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_fmt_bytes_uses_binary_prefixes():
+    from analysis.units import fmt_bytes
+
+    assert fmt_bytes(8 << 20) == "8 MiB"
+    assert fmt_bytes(1536) == "1.5 KiB"
+    assert fmt_bytes(3 << 30) == "3 GiB"
+    assert fmt_bytes(100) == "100 B"

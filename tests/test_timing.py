@@ -131,3 +131,20 @@ def test_cuda_l2_flush_makes_a_cache_sized_read_slower():
     cold = time_fn(lambda: x.sum(), dev, cfg, flush=CacheFlush(dev))
     assert cold.cache_flushed
     assert cold.stats.median_s > warm.stats.median_s
+
+
+def test_amd_infinity_cache_counts_as_the_last_level_cache(monkeypatch):
+    """MI300X: torch reports the 4 MB L2, but 256 MB of Infinity Cache sits in front of HBM."""
+    import types
+
+    props = types.SimpleNamespace(L2_cache_size=4 << 20, gcnArchName="gfx942:sramecc+:xnack-")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: props)
+    monkeypatch.setattr(torch.version, "hip", "6.2.0")
+    assert cache_bytes(torch.device("cuda", 0)) == 256 << 20
+    monkeypatch.setattr(torch.version, "hip", None)
+    props.L2_cache_size = 50 << 20  # an H100 under CUDA: the L2 is the last level
+    assert cache_bytes(torch.device("cuda", 0)) == 50 << 20
+
+
+def test_cpu_cache_size_from_sysfs_is_positive():
+    assert cache_bytes(CPU) >= 1 << 20
