@@ -30,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "report":
+        from rich.console import Console
+
         from analysis.report import print_report
 
-        print_report(doc)
+        print_report(doc, Console() if sys.stdout.isatty() else Console(width=140))
         return 0
     from analysis.plots import plot_bandwidth
 

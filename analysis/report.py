@@ -6,6 +6,7 @@ from the saved document.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -41,11 +42,69 @@ def status_counts(doc: dict[str, Any]) -> Counter:
     return Counter(m["status"] for m in doc.get("measurements", []))
 
 
-def skip_reasons(doc: dict[str, Any]) -> Counter:
-    """How many cases were skipped for each (probe, reason)."""
-    return Counter(
-        (m["probe"], m.get("error") or "") for m in doc.get("measurements", []) if m["status"] == "skipped"
-    )
+def skip_reasons(doc: dict[str, Any]) -> dict[tuple[str, str], tuple[int, str, bool]]:
+    """(probe, reason with its numbers blanked) -> (cases, first full reason, all reasons identical)."""
+    out: dict[tuple[str, str], tuple[int, str, bool]] = {}
+    for m in doc.get("measurements", []):
+        if m["status"] == "skipped":
+            reason = m.get("error") or ""
+            key = (m["probe"], re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", reason))
+            n, first, same = out.get(key, (0, reason, True))
+            out[key] = (n + 1, first, same and reason == first)
+    return out
+
+
+def matmul_dtype_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """Per device, dtype and variant: the peak over square (and search) shapes, or why it did not run."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for m in doc.get("measurements", []):
+        if m["probe"] == "matmul" and m["params"].get("kind") in ("square", "search"):
+            groups.setdefault((m["device"], m["params"]["dtype"], m["params"]["variant"]), []).append(m)
+    rows = []
+    for (device, dtype, variant), ms in groups.items():
+        ok = [m for m in ms if m["status"] == "ok"]
+        if ok:
+            best = max(ok, key=lambda m: m["value"])
+            p = best["params"]
+            value, unit = display(best["value"], best["unit"])
+            shape = f"{p['m']}x{p['n']}x{p['k']}"
+            rows.append(
+                {
+                    "device": device,
+                    "dtype": dtype,
+                    "variant": variant,
+                    "peak": f"{value} {unit}",
+                    "at": shape,
+                    "note": f"{len(ok)} of {len(ms)} shapes ran",
+                }
+            )
+        else:
+            why = next((m.get("error") or m["status"] for m in ms), "")
+            rows.append(
+                {"device": device, "dtype": dtype, "variant": variant, "peak": "-", "at": "-", "note": why}
+            )
+    return rows
+
+
+def matmul_decode_rows(doc: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
+    """The decode-shaped sweep as a table: one row per (device, model, op, dtype), TFLOPS per batch M."""
+    ms_all: set[int] = set()
+    rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for m in doc.get("measurements", []):
+        p = m["params"]
+        if m["probe"] != "matmul" or p.get("kind") != "decode":
+            continue
+        ms_all.add(p["m"])
+        row = rows.setdefault(
+            (m["device"], p["model"], p["op"], p["dtype"]), {"shape": f"{p['n']}x{p['k']}", "by_m": {}}
+        )
+        row["by_m"][p["m"]] = (
+            display(m["value"], m["unit"])[0]
+            if m["status"] == "ok"
+            else ("skip" if m["status"] == "skipped" else "err")
+        )
+    out = [{"device": d, "model": mo, "op": op, "dtype": dt, **r} for (d, mo, op, dt), r in rows.items()]
+    return sorted(ms_all), out
 
 
 def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
@@ -78,10 +137,33 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print(
         f"cases: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors, {counts.get('skipped', 0)} skipped"
     )
-    for (probe, reason), n in sorted(skip_reasons(doc).items()):
-        console.print(f"  skipped {n} {probe} case(s): {reason}")
+    _print_matmul(doc, console)
+    for (probe, _kind), (n, reason, same) in sorted(skip_reasons(doc).items()):
+        console.print(f"  skipped {n} {probe} case(s): {reason}{'' if same else ' (first of them)'}")
     for m in doc.get("measurements", []):
         if m["status"] == "error":
             console.print(f"  [red]error[/red] {m['probe']} {m['case']} on {m['device']}: {m.get('error')}")
     for e in doc.get("errors", []):
         console.print(f"  [red]error[/red] {e}")
+
+
+def _print_matmul(doc: dict[str, Any], console: Console) -> None:
+    rows = matmul_dtype_rows(doc)
+    if not rows:
+        return
+    t = Table(title="Matmul peak per dtype (best square or searched shape)")
+    for col in ("device", "dtype", "variant", "peak", "at M x N x K", "note"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["device"], r["dtype"], r["variant"], r["peak"], r["at"], r["note"])
+    console.print(t)
+    ms, drows = matmul_decode_rows(doc)
+    if drows:
+        d = Table(title="Decode-shaped GEMMs: TFLOPS by batch M (weights W[N, K], y = x W^T)")
+        for col in ("device", "model", "op", "dtype", "N x K", *(f"M={m}" for m in ms)):
+            d.add_column(col, justify="right" if col.startswith("M=") else "left")
+        for r in drows:
+            d.add_row(
+                r["device"], r["model"], r["op"], r["dtype"], r["shape"], *(r["by_m"].get(m, "") for m in ms)
+            )
+        console.print(d)

@@ -13,6 +13,7 @@ from types import ModuleType
 REGISTRY: dict[str, str] = {
     "bandwidth": "probes.bandwidth",
     "hostlink": "probes.hostlink",
+    "matmul": "probes.matmul",
 }
 
 

@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         from probes.context import resolve_devices
 
         devices, device_note = resolve_devices(args.device)
+        # The profile's [profiles.NAME.cpu|gpu] overrides: sizes that suit the hardware actually measured.
+        cfg = load_config(args.config, args.profile, "cpu" if devices[0].type == "cpu" else "gpu")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -204,7 +206,8 @@ def run(cfg: RunConfig, names: list[str], devices: list[Any], device_note: str, 
     doc["seconds"] = time.perf_counter() - t_run
     write_atomic(doc, path)
 
-    out = Console()
+    # Tables are wide; a pipe or a log file gets 140 columns rather than rich's 80-column default.
+    out = Console() if sys.stdout.isatty() else Console(width=140)
     print_report(doc, out)
     png = plot_bandwidth(doc, path.with_name(path.stem + "_bandwidth.png"))
     out.print(f"run document: {path}")

@@ -61,6 +61,17 @@ def _choices(*allowed: str):
     return check
 
 
+def _models(name: str, v: Any) -> str | None:
+    from analysis.models import ModelConfigError, load_model
+
+    for model in v:
+        try:
+            load_model(model)
+        except ModelConfigError as exc:
+            return str(exc)
+    return None
+
+
 def _opt(default: Any, *checks: Any) -> Any:
     return field(default=default, metadata={"checks": checks})
 
@@ -110,7 +121,41 @@ class HostlinkConfig:
     directions: tuple[str, ...] = _opt(("h2d", "d2h", "bidir"), _non_empty, _choices("h2d", "d2h", "bidir"))
 
 
-SECTIONS: dict[str, type] = {"timing": TimingConfig, "bandwidth": BandwidthConfig, "hostlink": HostlinkConfig}
+MATMUL_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3", "fp8_e4m3_rowwise", "fp8_e5m2", "int8")
+
+
+@dataclass(frozen=True)
+class MatmulConfig:
+    """Matmul throughput per dtype: square sweep, shape search, decode-shaped GEMMs (probes.matmul)."""
+
+    dtypes: tuple[str, ...] = _opt(MATMUL_DTYPES, _non_empty, _choices(*MATMUL_DTYPES))
+    variants: tuple[str, ...] = _opt(("torch", "triton"), _non_empty, _choices("torch", "triton"))
+    # dtypes the Triton kernel is timed in (on GPUs), beside torch/cuBLAS
+    triton_dtypes: tuple[str, ...] = _opt(("fp16", "bf16", "fp8_e4m3"), _choices("fp16", "bf16", "fp8_e4m3"))
+    square_sizes: tuple[int, ...] = _opt((1024, 2048, 4096, 8192, 16384), _non_empty, _positive)
+    # MAMF-style search around the best square size, M, N and K in steps of search_step (0 s: no search)
+    search_dtypes: tuple[str, ...] = _opt(("bf16", "fp8_e4m3"), _choices(*MATMUL_DTYPES))
+    search_step: int = _opt(256, _positive)
+    search_radius_steps: int = _opt(2, _non_negative)
+    search_budget_s: float = _opt(0.0, _non_negative)  # per dtype
+    decode_models: tuple[str, ...] = _opt(("llama-3.1-8b",), _models)  # bundled names or config.json paths
+    decode_dtypes: tuple[str, ...] = _opt(("bf16", "fp8_e4m3"), _choices(*MATMUL_DTYPES))
+    decode_m: tuple[int, ...] = _opt((1, 2, 4, 8, 16, 32, 64, 128, 256, 512), _positive)
+    decode_tp: int = _opt(1, _positive)
+    decode_devices: str = _opt(
+        "first", _choices("first", "all")
+    )  # shapes for the roofline: one GPU is enough
+    min_warmup_s: float = _opt(0.2, _non_negative)  # tensor-core clocks take longer to settle than copies
+    max_memory_fraction: float = _opt(0.8, _fraction)
+
+
+SECTIONS: dict[str, type] = {
+    "timing": TimingConfig,
+    "bandwidth": BandwidthConfig,
+    "hostlink": HostlinkConfig,
+    "matmul": MatmulConfig,
+}
+DEVICE_KINDS = ("cpu", "gpu")
 
 
 @dataclass(frozen=True)
@@ -122,7 +167,9 @@ class RunConfig:
     timing: TimingConfig
     bandwidth: BandwidthConfig
     hostlink: HostlinkConfig
+    matmul: MatmulConfig
     source: str
+    device_kind: str | None = None  # "cpu" or "gpu" once the [profiles.NAME.<kind>] overrides are applied
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,7 +210,7 @@ def _coerce(where: str, tp: Any, value: Any) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
 
 
-def _build(cls: type, prefix: str, layers: list[dict[str, Any]]) -> Any:
+def _build(cls: type, prefix: str, layers: list[tuple[str, dict[str, Any]]]) -> Any:
     """Instantiate `cls` from the defaults overridden by each layer in turn, validating every value."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -188,8 +235,14 @@ def _build(cls: type, prefix: str, layers: list[dict[str, Any]]) -> Any:
     return obj
 
 
-def load_config(path: str | Path | None = None, profile: str | None = None) -> RunConfig:
-    """Read and validate bench.toml; every problem is a ConfigError whose message starts with the file name."""
+def load_config(
+    path: str | Path | None = None, profile: str | None = None, device_kind: str | None = None
+) -> RunConfig:
+    """Read and validate bench.toml; every problem is a ConfigError whose message starts with the file name.
+
+    With `device_kind` ("cpu" or "gpu"), the profile's `[profiles.NAME.<kind>.SECTION]` overrides apply too:
+    a CPU box and a GPU node run the same profile at sizes that suit each.
+    """
     p = Path(path) if path is not None else default_config_path()
     try:
         with open(p, "rb") as fh:
@@ -201,12 +254,14 @@ def load_config(path: str | Path | None = None, profile: str | None = None) -> R
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     try:
-        return _resolve(raw, profile, str(p))
+        return _resolve(raw, profile, str(p), device_kind)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
 
 
-def _resolve(raw: dict[str, Any], profile: str | None, source: str) -> RunConfig:
+def _resolve(
+    raw: dict[str, Any], profile: str | None, source: str, device_kind: str | None = None
+) -> RunConfig:
     known_top = {"default_profile", "profiles", *SECTIONS}
     for key in raw:
         if key not in known_top:
@@ -226,17 +281,30 @@ def _resolve(raw: dict[str, Any], profile: str | None, source: str) -> RunConfig
     if name not in profiles:
         raise ConfigError(f"profile {name!r} is not defined (known: {', '.join(profiles)})")
     # Validate every profile, not only the chosen one: a typo in `full` should not wait for the day it is used.
-    resolved = {n: _resolve_profile(n, body, raw, source) for n, body in profiles.items()}
-    return resolved[name]
+    for n, body in profiles.items():
+        for kind in (None, *DEVICE_KINDS):
+            _resolve_profile(n, body, raw, source, kind)
+    return _resolve_profile(name, profiles[name], raw, source, device_kind)
 
 
-def _resolve_profile(name: str, body: Any, raw: dict[str, Any], source: str) -> RunConfig:
+def _resolve_profile(
+    name: str, body: Any, raw: dict[str, Any], source: str, device_kind: str | None
+) -> RunConfig:
     prefix = f"profiles.{name}"
     if not isinstance(body, dict):
         raise ConfigError(f"{prefix}: expected a table")
     for key in body:
-        if key != "probes" and key not in SECTIONS:
-            raise ConfigError(f"{prefix}.{key}: unknown key (known: probes, {', '.join(SECTIONS)})")
+        if key != "probes" and key not in SECTIONS and key not in DEVICE_KINDS:
+            raise ConfigError(
+                f"{prefix}.{key}: unknown key (known: probes, {', '.join((*SECTIONS, *DEVICE_KINDS))})"
+            )
+    for kind in DEVICE_KINDS:
+        table = body.get(kind, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{prefix}.{kind}: expected a table")
+        for key in table:
+            if key not in SECTIONS:
+                raise ConfigError(f"{prefix}.{kind}.{key}: unknown key (known: {', '.join(SECTIONS)})")
     probes = _coerce(f"{prefix}.probes", tuple[str, ...], body.get("probes", list(PROBE_NAMES)))
     problem = _non_empty("probes", probes) or _choices(*PROBE_NAMES)("probes", probes)
     if problem:
@@ -246,8 +314,14 @@ def _resolve_profile(name: str, body: Any, raw: dict[str, Any], source: str) -> 
         override = body.get(sec, {})
         if not isinstance(override, dict):
             raise ConfigError(f"{prefix}.{sec}: expected a table")
-        sections[sec] = _build(cls, sec, [(sec, raw.get(sec, {})), (f"{prefix}.{sec}", override)])
-    return RunConfig(profile=name, probes=probes, source=source, **sections)
+        layers = [(sec, raw.get(sec, {})), (f"{prefix}.{sec}", override)]
+        if device_kind is not None:
+            kind_override = body.get(device_kind, {}).get(sec, {})
+            if not isinstance(kind_override, dict):
+                raise ConfigError(f"{prefix}.{device_kind}.{sec}: expected a table")
+            layers.append((f"{prefix}.{device_kind}.{sec}", kind_override))
+        sections[sec] = _build(cls, sec, layers)
+    return RunConfig(profile=name, probes=probes, source=source, device_kind=device_kind, **sections)
 
 
 def main(argv: list[str] | None = None) -> int:

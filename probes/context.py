@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from probes.config import ConfigError, RunConfig
+from probes.config import ConfigError, RunConfig, TimingConfig
 from probes.device import Nvml, TelemetrySampler
 from probes.results import Measurement
 from probes.timing import CacheFlush, synchronize, time_fn
@@ -100,6 +100,7 @@ def measure_case(
     flops: int | None = None,
     flush_cache: bool = False,
     headline: str | None = None,
+    timing: TimingConfig | None = None,
 ) -> Measurement:
     """Check, time and check again one case; see the module docstring. Never raises for a bad case."""
     m = Measurement(probe=probe, case=case, device=str(device), params=dict(params), headline=headline)
@@ -122,9 +123,9 @@ def measure_case(
                     return _fail(m, f"wrong result before timing: {problem}")
             flush = ctx.cache_flush(device) if flush_cache else None
             with TelemetrySampler(ctx.nvml, device, ctx.cfg.timing.telemetry_interval_s) as tel:
-                timing = time_fn(fn, device, ctx.cfg.timing, flush)
+                timing_result = time_fn(fn, device, timing or ctx.cfg.timing, flush)
             m.telemetry = tel.summary()
-            m.timing = timing.to_dict()
+            m.timing = timing_result.to_dict()
             if check is not None:
                 problem = check()
                 if problem:
@@ -140,7 +141,7 @@ def measure_case(
         m.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         m.verification = {"status": "not-run", "traceback": traceback.format_exc(limit=4)}
         return m
-    median = timing.stats.median_s
+    median = timing_result.stats.median_s
     if flops is not None:
         m.value, m.unit = flops / median, "flop_per_s"
     elif bytes_moved is not None:

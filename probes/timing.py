@@ -171,14 +171,16 @@ def time_fn(
         if len(samples) >= cfg.min_reps and summarize(samples).rse <= cfg.target_rse:
             stop_reason = "target-rse"
             break
-        if time.perf_counter() - start >= cfg.case_budget_s:
+        # The budget ends a case only once it has min_reps samples: statistics of two samples are not a
+        # measurement. (Probes keep single runs below case_budget_s / min_reps, so this stays bounded.)
+        if len(samples) >= cfg.min_reps and time.perf_counter() - start >= cfg.case_budget_s:
             stop_reason = "budget"
             break
         # Grow the batch so tiny kernels are not dominated by the per-batch sync and statistics, but never
         # past what the budget can still afford.
         per_rep = max(samples[-1], 1e-7)
         remaining = cfg.case_budget_s - (time.perf_counter() - start)
-        batch = max(1, min(batch * 2, 64, int(remaining / per_rep)))
+        batch = max(1, cfg.min_reps - len(samples), min(batch * 2, 64, int(remaining / per_rep)))
     return Timing(
         stats=summarize(samples),
         samples_s=tuple(samples),

@@ -31,7 +31,9 @@ def write(tmp_path, text: str):
 def test_shipped_bench_toml_loads_every_profile():
     quick = load_config(REPO / "bench.toml")
     assert quick.profile == "quick"
-    assert set(quick.probes) == {"bandwidth", "hostlink"}
+    assert set(quick.probes) == {"bandwidth", "hostlink", "matmul"}
+    cpu = load_config(REPO / "bench.toml", device_kind="cpu")
+    assert cpu.device_kind == "cpu" and max(cpu.matmul.square_sizes) < max(quick.matmul.square_sizes)
     full = load_config(REPO / "bench.toml", "full")
     assert len(full.bandwidth.working_set_cache_multiples) > len(quick.bandwidth.working_set_cache_multiples)
     assert full.timing.case_budget_s > quick.timing.case_budget_s
@@ -43,7 +45,7 @@ def test_profile_overrides_section_defaults(tmp_path):
     assert cfg.bandwidth.working_set_cache_multiples == (0.5, 1.0)  # from the profile, ints become floats
     assert cfg.timing.warmup_s == 0.0
     full = load_config(write(tmp_path, GOOD), "full")
-    assert full.probes == ("bandwidth", "hostlink")  # a profile without `probes` runs them all
+    assert full.probes == ("bandwidth", "hostlink", "matmul")  # a profile without `probes` runs them all
     assert full.bandwidth.working_set_cache_multiples == BandwidthConfig().working_set_cache_multiples
     with pytest.raises(AttributeError):
         cfg.timing.warmup_s = 1.0  # frozen
@@ -87,7 +89,23 @@ BAD = [
         "timing.min_reps: expected an integer",
     ),
     ("[timing]\n", "profiles: at least one"),
+    (GOOD + "\n[profiles.full.tpu.matmul]\n", "profiles.full.tpu: unknown key"),
+    (
+        GOOD + "\n[profiles.full.cpu.matmul]\nsquare_sizes = [0]\n",
+        "profiles.full.cpu.matmul.square_sizes: must be positive",
+    ),
+    (GOOD + "\n[profiles.full.gpu.bogus]\n", "profiles.full.gpu.bogus: unknown key"),
+    (GOOD + '\n[matmul]\ndecode_models = ["llama-9000"]\n', "unknown model 'llama-9000'"),
+    (GOOD + '\n[matmul]\ndtypes = ["fp4"]\n', "matmul.dtypes: unknown value 'fp4'"),
 ]
+
+
+def test_device_kind_overrides_apply_last(tmp_path):
+    text = GOOD + "\n[profiles.quick.cpu.bandwidth]\nworking_set_cache_multiples = [2]\n"
+    p = write(tmp_path, text)
+    assert load_config(p).bandwidth.working_set_cache_multiples == (0.5, 1.0)
+    assert load_config(p, device_kind="gpu").bandwidth.working_set_cache_multiples == (0.5, 1.0)
+    assert load_config(p, device_kind="cpu").bandwidth.working_set_cache_multiples == (2.0,)
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD)
@@ -114,7 +132,7 @@ def test_unknown_profile_and_missing_file(tmp_path):
         (["--profile", "nope"], "profile 'nope' is not defined"),
         (["--device", "tpu"], "--device 'tpu': expected auto, cpu, cuda or cuda:N"),
         (["--only", "bandwith"], "--only bandwith: unknown probe"),
-        (["--skip", "bandwidth,hostlink"], "nothing to run"),
+        (["--skip", "bandwidth,hostlink,matmul"], "nothing to run"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, expected):

@@ -35,10 +35,16 @@ def test_plain_probes_all_runs_the_quick_profile_on_the_cpu(tmp_path):
     assert doc["config"]["profile"] == "quick"
     assert doc["seconds"] < 90, f"quick profile took {doc['seconds']:.0f} s on the CPU"
     names = {s["name"] for s in doc["summary"]}
-    assert names == {"dram_read_torch", "dram_write_torch", "dram_copy_torch", "dram_triad_torch"}
+    assert {"dram_read_torch", "dram_write_torch", "dram_copy_torch", "dram_triad_torch"} <= names
+    assert {"matmul_peak_fp32_torch", "matmul_peak_bf16_torch", "matmul_peak_fp8_e4m3_torch"} <= names
     for s in doc["summary"]:
-        assert s["unit"] == "bytes_per_s" and 1e8 < s["value"] < 1e13
-    assert any("STREAM" in n for n in doc["notes"])
+        if s["probe"] == "bandwidth":
+            assert s["unit"] == "bytes_per_s" and 1e8 < s["value"] < 1e13
+        else:
+            assert s["unit"] == "flop_per_s" and 1e6 < s["value"] < 1e16
+    assert "Matmul peak per dtype" in r.stdout and "Decode-shaped GEMMs" in r.stdout
+    assert "TF32 is a GPU tensor-core mode" in r.stdout
+    assert any("STREAM" in n for n in doc["notes"]) and any("2*M*N*K" in n for n in doc["notes"])
     assert not [m for m in doc["measurements"] if m["status"] == "error"]
     assert doc["devices"][0]["kind"] == "cpu"
     png = path.with_name(path.stem + "_bandwidth.png")

@@ -1,0 +1,111 @@
+"""Model configs in Hugging Face `config.json` format, and the GEMM shapes a decode step runs.
+
+A decode step multiplies a (batch x hidden) activation by every weight matrix of the model, so its linear
+layers are GEMMs with M = batch and the real N x K of the weights. Per layer of a Llama-style decoder:
+
+    qkv       N = (heads + 2 * kv_heads) * head_dim      K = hidden          (column-parallel: N / tp)
+    o         N = hidden                                 K = heads * head_dim (row-parallel: K / tp)
+    gate_up   N = 2 * intermediate                       K = hidden          (column-parallel)
+    down      N = hidden                                 K = intermediate    (row-parallel)
+and once per step the LM head, N = vocab, K = hidden (column-parallel). With tensor parallelism, KV heads
+are split across ranks, or replicated when there are fewer of them than ranks. MoE models (Mixtral) run
+gate_up and down once per routed expert (`num_experts_per_tok` of `num_local_experts`).
+
+Bundled configs: analysis/data/models/*.json; any local config.json path works too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+
+class ModelConfigError(ValueError):
+    """A model name that is not bundled, or a config.json that lacks what a decoder needs."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied_embeddings: bool
+    experts: int  # 1 for dense models
+    experts_per_token: int  # 1 for dense models
+
+
+@dataclass(frozen=True)
+class Linear:
+    """One weight matrix of a decode step: y[M, n] = x[M, k] @ W[n, k]^T, `per_step` times a step."""
+
+    op: str
+    n: int
+    k: int
+    per_step: int
+
+
+def bundled_models() -> list[str]:
+    return sorted(p.stem for p in MODELS_DIR.glob("*.json"))
+
+
+def load_model(name_or_path: str) -> ModelConfig:
+    """A bundled model by name (e.g. 'llama-3.1-70b') or any config.json path."""
+    p = Path(name_or_path)
+    if p.suffix != ".json" or not p.exists():
+        p = MODELS_DIR / f"{name_or_path}.json"
+    if not p.is_file():
+        raise ModelConfigError(
+            f"unknown model {name_or_path!r} (bundled: {', '.join(bundled_models())}; or a config.json path)"
+        )
+    try:
+        raw = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelConfigError(f"{p}: cannot read config.json: {exc}") from None
+    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    missing = [k for k in need if not isinstance(raw.get(k), int)]
+    if missing:
+        raise ModelConfigError(f"{p}: missing or non-integer {', '.join(missing)}")
+    heads = raw["num_attention_heads"]
+    return ModelConfig(
+        name=p.stem if p.parent == MODELS_DIR else str(p),
+        hidden=raw["hidden_size"],
+        intermediate=raw["intermediate_size"],
+        layers=raw["num_hidden_layers"],
+        heads=heads,
+        kv_heads=raw.get("num_key_value_heads") or heads,
+        head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
+        vocab=raw["vocab_size"],
+        tied_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        experts=raw.get("num_local_experts") or 1,
+        experts_per_token=raw.get("num_experts_per_tok") or 1,
+    )
+
+
+def decode_linears(cfg: ModelConfig, tp: int = 1) -> list[Linear]:
+    """The distinct GEMM shapes of one decode step on one of `tp` tensor-parallel ranks."""
+    if tp < 1 or cfg.heads % tp:
+        raise ModelConfigError(
+            f"{cfg.name}: tensor-parallel degree {tp} does not divide {cfg.heads} attention heads"
+        )
+    if cfg.intermediate % tp or cfg.vocab % tp:
+        raise ModelConfigError(
+            f"{cfg.name}: tensor-parallel degree {tp} does not divide the MLP or vocabulary"
+        )
+    kv_per_rank = max(1, cfg.kv_heads // tp)
+    heads_per_rank = cfg.heads // tp
+    moe = cfg.experts_per_token if cfg.experts > 1 else 1
+    return [
+        Linear("qkv", (heads_per_rank + 2 * kv_per_rank) * cfg.head_dim, cfg.hidden, cfg.layers),
+        Linear("o", cfg.hidden, heads_per_rank * cfg.head_dim, cfg.layers),
+        Linear("gate_up", 2 * cfg.intermediate // tp, cfg.hidden, cfg.layers * moe),
+        Linear("down", cfg.hidden, cfg.intermediate // tp, cfg.layers * moe),
+        Linear("lm_head", cfg.vocab // tp, cfg.hidden, 1),
+    ]

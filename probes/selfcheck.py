@@ -1,0 +1,114 @@
+"""Does the probes' method report what the hardware does? A benchmark of the method itself, not a test.
+
+Each check measures one operation twice, alternating for several rounds so drift hits both alike: once
+through the probe's own code path (verified, warmed up by time, L2 flushed, median of adaptive repetitions)
+and once "the obvious way" (a bare loop between two synchronizations, mean time per call). The ratio
+probe / loop should be close to 1: below 0.95 the harness is under-reporting (overhead inside the timed
+window); well above 1 the bare loop is the one that suffers (it cannot exclude its own outliers).
+
+    python -m probes.selfcheck matmul --device cpu --size 1024
+    python -m probes.selfcheck bandwidth --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from probes.config import ConfigError, load_config
+from probes.context import Context, resolve_devices
+from probes.device import Nvml
+from probes.timing import synchronize
+
+
+def bare_loop(fn: Callable[[], object], device: torch.device, seconds: float) -> float:
+    """Mean seconds per call of a plain loop, run for about `seconds` after one untimed call."""
+    fn()
+    synchronize(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    synchronize(device)
+    return (time.perf_counter() - t0) / n
+
+
+def check_matmul(ctx: Context, device: torch.device, size: int, seconds: float) -> tuple[float, float]:
+    """(probe FLOP/s, loop FLOP/s) for an fp32 square matmul."""
+    import probes.matmul as mm
+
+    run = mm._DeviceRun(ctx, device)
+    m = run.measure(mm.Case("square", "fp32", "torch", size, size, size))
+    if m.status != "ok":
+        raise RuntimeError(f"probe case failed: {m.error}")
+    a = torch.rand(size, size, device=device)
+    b = torch.rand(size, size, device=device)
+    c = torch.empty(size, size, device=device)
+    with mm.tf32_mode(False):
+        t = bare_loop(lambda: torch.matmul(a, b, out=c), device, seconds)
+    return m.value, 2 * size**3 / t
+
+
+def check_bandwidth(ctx: Context, device: torch.device, size: int, seconds: float) -> tuple[float, float]:
+    """(probe B/s, loop B/s) for a copy whose working set is `size` bytes (both arrays)."""
+    import probes.bandwidth as bw
+
+    buf = torch.empty(size // 4, dtype=torch.float32, device=device)
+    m = bw._measure(ctx, device, buf, "copy", "torch", {}, "selfcheck", False)
+    if m.status != "ok":
+        raise RuntimeError(f"probe case failed: {m.error}")
+    n = buf.numel() // 2
+    src, dst = buf[:n], buf[n:]
+    t = bare_loop(lambda: dst.copy_(src), device, seconds)
+    return m.value, 2 * n * 4 / t
+
+
+CHECKS = {
+    "matmul": (check_matmul, 1024, "TFLOPS", 1e12),
+    "bandwidth": (check_bandwidth, 512 << 20, "GB/s", 1e9),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m probes.selfcheck", description=__doc__.splitlines()[0])
+    ap.add_argument("check", choices=sorted(CHECKS))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--size", type=int, default=None, help="matmul: M = N = K; bandwidth: working set in bytes"
+    )
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=1.0, help="length of each bare loop")
+    ap.add_argument("--config", default=None)
+    args = ap.parse_args(argv)
+    fn, default_size, unit, scale = CHECKS[args.check]
+    try:
+        devices, note = resolve_devices(args.device)
+        if args.rounds < 1 or (args.size is not None and args.size <= 0):
+            raise ConfigError("--rounds and --size must be positive")
+        cfg = load_config(args.config, None, "cpu" if devices[0].type == "cpu" else "gpu")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device, size = devices[0], args.size or default_size
+    ctx = Context(cfg=cfg, devices=[device], nvml=Nvml())
+    print(f"{note}; {args.check} at size {size}, {args.rounds} alternating rounds")
+    probe, loop = [], []
+    for i in range(args.rounds):
+        p, lp = fn(ctx, device, size, args.seconds)
+        probe.append(p)
+        loop.append(lp)
+        print(
+            f"round {i + 1}: probe {p / scale:.4g} {unit}   bare loop {lp / scale:.4g} {unit}   ratio {p / lp:.3f}"
+        )
+    p, lp = statistics.median(probe), statistics.median(loop)
+    print(f"median: probe {p / scale:.4g} {unit}, bare loop {lp / scale:.4g} {unit}, ratio {p / lp:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
