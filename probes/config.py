@@ -145,7 +145,9 @@ class MatmulConfig:
     decode_devices: str = _opt(
         "first", _choices("first", "all")
     )  # shapes for the roofline: one GPU is enough
-    min_warmup_s: float = _opt(0.2, _non_negative)  # tensor-core clocks take longer to settle than copies
+    # Extra warm-up before a device's first matmul case: tensor-core clocks and power take a second or so to
+    # reach their sustained level; later cases follow back to back and need only timing.warmup_s.
+    first_warmup_s: float = _opt(1.0, _non_negative)
     max_memory_fraction: float = _opt(0.8, _fraction)
 
 

@@ -359,9 +359,10 @@ class _DeviceRun:
     def __init__(self, ctx: Context, device: torch.device) -> None:
         self.ctx, self.device = ctx, device
         self.mm = ctx.cfg.matmul
-        self.timing = dataclasses.replace(
-            ctx.cfg.timing, warmup_s=max(ctx.cfg.timing.warmup_s, self.mm.min_warmup_s)
+        self.first_timing = dataclasses.replace(
+            ctx.cfg.timing, warmup_s=max(ctx.cfg.timing.warmup_s, self.mm.first_warmup_s)
         )
+        self.warmed_up = False
         self.max_single_s = ctx.cfg.timing.case_budget_s / ctx.cfg.timing.min_reps
         self.predictor = RatePredictor()
         self.support: dict[str, str | None] = {}
@@ -452,8 +453,9 @@ class _DeviceRun:
                 bytes_moved=nbytes,
                 flops=flops,
                 flush_cache=True,
-                timing=self.timing,
+                timing=None if self.warmed_up else self.first_timing,
             )
+            self.warmed_up = self.warmed_up or m.status == "ok"
         self.predictor.observe(key, m)
         return m
 

@@ -190,7 +190,7 @@ square_sizes = [64, 128]
 decode_models = ["qwen2.5-0.5b"]
 decode_dtypes = ["fp32"]
 decode_m = [1, 2]
-min_warmup_s = 0.0
+first_warmup_s = 0.0
 [profiles.t]
 probes = ["matmul"]
 """
