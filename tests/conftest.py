@@ -17,15 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes.config import TimingConfig
-
 REPO = Path(__file__).resolve().parent.parent
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA/ROCm GPU")
 
 
-@pytest.fixture
-def fast_timing() -> TimingConfig:
-    """A timing config for tests: short warm-up and budget, a handful of repetitions."""
-    return TimingConfig(
-        warmup_s=0.0, min_reps=3, max_reps=20, target_rse=0.5, case_budget_s=0.2, telemetry_interval_s=0.01
-    )
+def fast_timing_toml(case_budget_s: float) -> str:
+    """A bench.toml [timing] table for tests: no warm-up, a handful of repetitions, a short budget."""
+    return f"""
+[timing]
+warmup_s = 0.0
+min_reps = 3
+max_reps = 10
+target_rse = 0.5
+case_budget_s = {case_budget_s}
+"""

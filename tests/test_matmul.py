@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import fast_timing_toml, requires_cuda
 
 import probes.matmul as mm
 from analysis.formulas import arithmetic_intensity, gemm_bytes, gemm_flops
@@ -177,13 +177,9 @@ def test_sampled_check_covers_first_and_last_rows_of_big_problems():
 
 # ---- the probe on the CPU ---------------------------------------------------------------------------
 
-TINY = """
-[timing]
-warmup_s = 0.0
-min_reps = 3
-max_reps = 10
-target_rse = 0.5
-case_budget_s = 0.1
+TINY = (
+    fast_timing_toml(0.1)
+    + """
 [matmul]
 dtypes = ["fp32", "tf32", "bf16", "fp8_e4m3"]
 square_sizes = [64, 128]
@@ -194,6 +190,7 @@ first_warmup_s = 0.0
 [profiles.t]
 probes = ["matmul"]
 """
+)
 
 
 def ctx_for(tmp_path, text: str = TINY) -> Context:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import fast_timing_toml, requires_cuda
 
 import probes.bandwidth as bw
 from probes.all import main as all_main
@@ -16,13 +16,9 @@ from probes.device import Nvml
 from probes.hostlink import CPU_REASON
 from probes.results import load
 
-TINY = """
-[timing]
-warmup_s = 0.0
-min_reps = 3
-max_reps = 10
-target_rse = 0.5
-case_budget_s = 0.05
+TINY = (
+    fast_timing_toml(0.05)
+    + """
 [bandwidth]
 working_set_cache_multiples = [0.01, 0.03]
 dram_min_cache_multiple = 0.02
@@ -31,6 +27,7 @@ sizes_bytes = [65536, 1048576]
 [profiles.tiny]
 probes = ["bandwidth", "hostlink"]
 """
+)
 
 
 @pytest.fixture
