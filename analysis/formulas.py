@@ -16,3 +16,23 @@ def gemm_bytes(m: int, n: int, k: int, a_elem: int, b_elem: int, c_elem: int) ->
 def arithmetic_intensity(flops: float, nbytes: float) -> float:
     """FLOP per byte: where a kernel sits on the roofline's x axis."""
     return flops / nbytes
+
+
+# Bus-bandwidth factors as nccl-tests defines them: the fraction of the message each rank must send over
+# its slowest link in a ring (or equivalent) algorithm, so busbw compares with the link's wire rate
+# whatever the rank count.
+BUSBW_FACTORS = {
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+}
+
+
+def alg_bandwidth(size_bytes: float, seconds: float) -> float:
+    """algbw = S / t: message bytes (the full buffer, as nccl-tests counts it) per second."""
+    return size_bytes / seconds
+
+
+def bus_bandwidth(op: str, algbw: float, n: int) -> float:
+    """busbw = algbw * 2(n-1)/n for all-reduce, * (n-1)/n for all-gather and reduce-scatter."""
+    return algbw * BUSBW_FACTORS[op](n)

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from analysis.units import display
+from analysis.units import display, fmt_bytes
 
 
 def headline_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
@@ -138,6 +138,7 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
         f"cases: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors, {counts.get('skipped', 0)} skipped"
     )
     _print_matmul(doc, console)
+    _print_collectives(doc, console)
     for (probe, _kind), (n, reason, same) in sorted(skip_reasons(doc).items()):
         console.print(f"  skipped {n} {probe} case(s): {reason}{'' if same else ' (first of them)'}")
     for m in doc.get("measurements", []):
@@ -167,3 +168,56 @@ def _print_matmul(doc: dict[str, Any], console: Console) -> None:
                 r["device"], r["model"], r["op"], r["dtype"], r["shape"], *(r["by_m"].get(m, "") for m in ms)
             )
         console.print(d)
+
+
+def collective_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per collective case: size, slowest rank's time, algbw, busbw, link, status."""
+    rows = []
+    for m in doc.get("measurements", []):
+        p = m["params"]
+        if m["probe"] != "collectives" or m["case"].startswith("p2p/"):
+            continue
+        ok = m["status"] == "ok"
+        rows.append(
+            {
+                "op": p["op"],
+                "dtype": p["dtype"],
+                "size": fmt_bytes(p["size_bytes"]),
+                "time": f"{p['time_s'] * 1e6:.1f} us" if ok else "-",
+                "algbw": " ".join(display(p["algbw_bytes_per_s"], "bytes_per_s")) if ok else "-",
+                "busbw": " ".join(display(p["busbw_bytes_per_s"], "bytes_per_s")) if ok else "-",
+                "note": (p.get("link") or "") if ok else f"{m['status']}: {m.get('error')}",
+            }
+        )
+    return rows
+
+
+def _print_collectives(doc: dict[str, Any], console: Console) -> None:
+    from analysis.collectives import curves
+
+    rows = collective_rows(doc)
+    if rows:
+        t = Table(title="Collectives (nccl-tests semantics; time = slowest rank's median)")
+        for col in ("op", "dtype", "size", "time", "algbw", "busbw", "link / note"):
+            t.add_column(col, justify="right" if col in ("size", "time", "algbw", "busbw") else "left")
+        for r in rows:
+            t.add_row(r["op"], r["dtype"], r["size"], r["time"], r["algbw"], r["busbw"], r["note"])
+        console.print(t)
+    for c in curves(doc):
+        floor = c.latency_floor_s()
+        console.print(
+            f"  {c.op} {c.dtype} x{c.world_size}: latency floor {floor * 1e6:.1f} us, "
+            f"plateau algbw {' '.join(display(c.plateau_algbw(), 'bytes_per_s'))}"
+        )
+    p2p = [
+        m for m in doc.get("measurements", []) if m["probe"] == "collectives" and m["case"].startswith("p2p/")
+    ]
+    if p2p:
+        t = Table(title="GPU peer-to-peer copies")
+        for col in ("pair", "direction", "bandwidth", "link"):
+            t.add_column(col)
+        for m in p2p:
+            p = m["params"]
+            bw = " ".join(display(m["value"], m["unit"])) if m["status"] == "ok" else m["status"]
+            t.add_row(f"{p['src']} -> {p['dst']}", p["direction"], bw, p.get("link", ""))
+        console.print(t)

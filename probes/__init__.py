@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "bandwidth": "probes.bandwidth",
     "hostlink": "probes.hostlink",
     "matmul": "probes.matmul",
+    "collectives": "probes.collectives",
 }
 
 

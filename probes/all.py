@@ -77,6 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--config", default=None, help="bench.toml to use (default: ./bench.toml, else the shipped one)"
     )
+    ap.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="collectives: processes (default: one per GPU, or [collectives] cpu_world_size on a CPU)",
+    )
+    ap.add_argument(
+        "--backend", default="auto", help="collectives: auto (NCCL on GPUs, gloo on CPUs), gloo or nccl"
+    )
+    ap.add_argument(
+        "--port", type=int, default=0, help="collectives: rendezvous port on 127.0.0.1 (default: a free one)"
+    )
     return ap.parse_args(argv)
 
 
@@ -121,24 +133,25 @@ def main(argv: list[str] | None = None) -> int:
         devices, device_note = resolve_devices(args.device)
         # The profile's [profiles.NAME.cpu|gpu] overrides: sizes that suit the hardware actually measured.
         cfg = load_config(args.config, args.profile, "cpu" if devices[0].type == "cpu" else "gpu")
+        options = {"world_size": args.world_size, "backend": args.backend, "port": args.port}
+        if "collectives" in names:
+            from probes.collectives import resolve_launch
+
+            resolve_launch(
+                devices, cfg, options
+            )  # bad --world-size, --backend or --port: stop before anything runs
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return run(cfg, names, devices, device_note, out_dir)
+    return run(cfg, names, devices, device_note, out_dir, options)
 
 
-def run(cfg: RunConfig, names: list[str], devices: list[Any], device_note: str, out_dir: Path) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def start_document(
+    cfg: RunConfig, names: list[str], devices: list[Any], device_note: str, out_dir: Path, nvml: Any
+) -> tuple[dict[str, Any], Path]:
+    """A new run document for this node, already written to results/<UTC time>_<host>_<device>.json."""
+    from probes.device import describe_devices, describe_host
 
-    from analysis.plots import plot_bandwidth
-    from analysis.report import print_report
-    from probes.context import Context
-    from probes.device import Nvml, describe_devices, describe_host
-
-    console = Console(stderr=True)
-    console.print(device_note)
-    nvml = Nvml()
     started = utc_now()
     host = describe_host(nvml)
     doc = new_document(
@@ -148,13 +161,79 @@ def run(cfg: RunConfig, names: list[str], devices: list[Any], device_note: str, 
         config={**cfg.to_dict(), "selected_probes": names},
         started=started,
     )
-
     label = "cpu" if devices[0].type == "cpu" else f"{len(devices)}x{doc['devices'][0]['name']}"
     path = default_path(out_dir, started, host["hostname"], label)
     doc["notes"].append(device_note)
     write_atomic(doc, path)
+    return doc, path
 
-    ctx = Context(cfg=cfg, devices=devices, nvml=nvml)
+
+def record_probe(
+    doc: dict[str, Any],
+    path: Path,
+    name: str,
+    seconds: float,
+    ms: list[Any] | None = None,
+    exc: BaseException | None = None,
+) -> None:
+    """Add one probe's measurements (or its failure) to the document, and rewrite it atomically."""
+    if exc is None:
+        doc["measurements"].extend(m.to_dict() for m in ms or [])
+        doc["probes"][name] = {"status": "completed", "seconds": seconds}
+        note = getattr(probe_module(name), "NOTE", None)
+        if note and note not in doc["notes"]:
+            doc["notes"].append(note)
+    else:
+        msg = f"probe {name} failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        doc["errors"].append(msg)
+        doc["probes"][name] = {"status": "failed", "seconds": seconds, "error": msg}
+    doc["summary"] = headline_summary(doc["measurements"])
+    write_atomic(doc, path)
+
+
+def finish_document(doc: dict[str, Any], path: Path, status: str, seconds: float) -> None:
+    doc["status"] = status
+    doc["finished_utc"] = utc_now().isoformat(timespec="seconds")
+    doc["seconds"] = seconds
+    doc["summary"] = headline_summary(doc["measurements"])
+    write_atomic(doc, path)
+
+
+def print_outputs(doc: dict[str, Any], path: Path) -> None:
+    """The report, the plot, and where both are."""
+    from rich.console import Console
+
+    from analysis.plots import plot_bandwidth
+    from analysis.report import print_report
+
+    # Tables are wide; a pipe or a log file gets 140 columns rather than rich's 80-column default.
+    out = Console() if sys.stdout.isatty() else Console(width=140)
+    print_report(doc, out)
+    png = plot_bandwidth(doc, path.with_name(path.stem + "_bandwidth.png"))
+    out.print(f"run document: {path}")
+    if png is not None:
+        out.print(f"bandwidth plot: {png}")
+
+
+def run(
+    cfg: RunConfig,
+    names: list[str],
+    devices: list[Any],
+    device_note: str,
+    out_dir: Path,
+    options: dict[str, Any] | None = None,
+) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from probes.context import Context
+    from probes.device import Nvml
+
+    console = Console(stderr=True)
+    console.print(device_note)
+    nvml = Nvml()
+    doc, path = start_document(cfg, names, devices, device_note, out_dir, nvml)
+    ctx = Context(cfg=cfg, devices=devices, nvml=nvml, options=dict(options or {}))
     t_run = time.perf_counter()
     try:
         with Progress(
@@ -176,43 +255,18 @@ def run(cfg: RunConfig, names: list[str], devices: list[Any], device_note: str, 
                 t0 = time.perf_counter()
                 try:
                     ms = mod.run(cfg, ctx)
-                    doc["measurements"].extend(m.to_dict() for m in ms)
-                    doc["probes"][name] = {"status": "completed", "seconds": time.perf_counter() - t0}
-                    note = getattr(mod, "NOTE", None)
-                    if note and note not in doc["notes"]:
-                        doc["notes"].append(note)
+                    record_probe(doc, path, name, time.perf_counter() - t0, ms=ms)
                 except Exception as exc:  # a probe bug must not cost the other probes' results
-                    msg = f"probe {name} failed: {type(exc).__name__}: {exc}".splitlines()[0]
-                    doc["errors"].append(msg)
-                    doc["probes"][name] = {
-                        "status": "failed",
-                        "seconds": time.perf_counter() - t0,
-                        "error": msg,
-                    }
+                    record_probe(doc, path, name, time.perf_counter() - t0, exc=exc)
                 progress.update(task, description=f"{name} done")
-                doc["summary"] = headline_summary(doc["measurements"])
-                write_atomic(doc, path)
     except KeyboardInterrupt:
-        doc["status"] = "interrupted"
-        doc["finished_utc"] = utc_now().isoformat(timespec="seconds")
-        doc["summary"] = headline_summary(doc["measurements"])
-        write_atomic(doc, path)
+        finish_document(doc, path, "interrupted", time.perf_counter() - t_run)
         console.print(f"interrupted; what was measured is in {path}")
         return 130
     finally:
         nvml.shutdown()
-    doc["status"] = "completed"
-    doc["finished_utc"] = utc_now().isoformat(timespec="seconds")
-    doc["seconds"] = time.perf_counter() - t_run
-    write_atomic(doc, path)
-
-    # Tables are wide; a pipe or a log file gets 140 columns rather than rich's 80-column default.
-    out = Console() if sys.stdout.isatty() else Console(width=140)
-    print_report(doc, out)
-    png = plot_bandwidth(doc, path.with_name(path.stem + "_bandwidth.png"))
-    out.print(f"run document: {path}")
-    if png is not None:
-        out.print(f"bandwidth plot: {png}")
+    finish_document(doc, path, "completed", time.perf_counter() - t_run)
+    print_outputs(doc, path)
     return 0
 
 

@@ -151,11 +151,31 @@ class MatmulConfig:
     max_memory_fraction: float = _opt(0.8, _fraction)
 
 
+COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter")
+
+
+@dataclass(frozen=True)
+class CollectivesConfig:
+    """All-reduce / all-gather / reduce-scatter bus bandwidth and the P2P link matrix (probes.collectives)."""
+
+    ops: tuple[str, ...] = _opt(COLLECTIVE_OPS, _non_empty, _choices(*COLLECTIVE_OPS))
+    dtypes: tuple[str, ...] = _opt(("bf16", "fp32"), _non_empty, _choices("bf16", "fp32", "fp16"))
+    min_bytes: int = _opt(8, _positive)
+    max_bytes: int = _opt(1 << 30, _positive)
+    size_factor: int = _opt(4, _positive)  # x2 or x4 steps from min_bytes to max_bytes
+    plateau_sizes: int = _opt(3, _positive)  # the largest sizes that make the busbw headline
+    cpu_world_size: int = _opt(2, _positive)  # gloo processes on a CPU box (--world-size overrides)
+    collective_timeout_s: float = _opt(60.0, _positive)  # a rank silent this long is hung: tear down
+    startup_timeout_s: float = _opt(120.0, _positive)  # spawning, importing torch, rendezvous
+    p2p_bytes: int = _opt(256 << 20, _positive)  # per copy in the GPU peer-to-peer matrix
+
+
 SECTIONS: dict[str, type] = {
     "timing": TimingConfig,
     "bandwidth": BandwidthConfig,
     "hostlink": HostlinkConfig,
     "matmul": MatmulConfig,
+    "collectives": CollectivesConfig,
 }
 DEVICE_KINDS = ("cpu", "gpu")
 
@@ -170,6 +190,7 @@ class RunConfig:
     bandwidth: BandwidthConfig
     hostlink: HostlinkConfig
     matmul: MatmulConfig
+    collectives: CollectivesConfig
     source: str
     device_kind: str | None = None  # "cpu" or "gpu" once the [profiles.NAME.<kind>] overrides are applied
 
@@ -234,6 +255,11 @@ def _build(cls: type, prefix: str, layers: list[tuple[str, dict[str, Any]]]) -> 
     obj = cls(**resolved)
     if isinstance(obj, TimingConfig) and obj.min_reps > obj.max_reps:
         raise ConfigError(f"{prefix}.min_reps: {obj.min_reps} is larger than max_reps {obj.max_reps}")
+    if isinstance(obj, CollectivesConfig):
+        if obj.min_bytes > obj.max_bytes:
+            raise ConfigError(f"{prefix}.min_bytes: {obj.min_bytes} is larger than max_bytes {obj.max_bytes}")
+        if obj.size_factor < 2:
+            raise ConfigError(f"{prefix}.size_factor: must be at least 2, got {obj.size_factor}")
     return obj
 
 

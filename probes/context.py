@@ -2,7 +2,8 @@
 
 `measure_case` is where the measurement method lives, so no probe re-implements it: poison the output, run
 once and check it against the reference before any time counts; time with `probes.timing.time_fn` while NVML
-telemetry is sampled; check again after the timed repetitions; derive the figure from the median. A wrong
+telemetry is sampled; poison, run and check again after the timed repetitions; derive the figure from the
+median. A wrong
 result, an out-of-memory or any other exception becomes an error recorded for that case, never a number.
 """
 
@@ -19,7 +20,7 @@ import torch
 from probes.config import ConfigError, RunConfig, TimingConfig
 from probes.device import Nvml, TelemetrySampler
 from probes.results import Measurement
-from probes.timing import CacheFlush, synchronize, time_fn
+from probes.timing import Agree, CacheFlush, synchronize, time_fn
 
 
 def resolve_devices(spec: str | None) -> tuple[list[torch.device], str]:
@@ -70,6 +71,9 @@ class Context:
     nvml: Nvml
     progress: Callable[[str], None] = field(default=lambda desc: None)
     flushes: dict[str, CacheFlush] = field(default_factory=dict)
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # command-line settings a probe reads (--world-size, ...)
 
     def cache_flush(self, device: torch.device) -> CacheFlush:
         """The one L2-flush buffer of a device, allocated on first use and kept for the run."""
@@ -101,6 +105,7 @@ def measure_case(
     flush_cache: bool = False,
     headline: str | None = None,
     timing: TimingConfig | None = None,
+    agree: Agree | None = None,
 ) -> Measurement:
     """Check, time and check again one case; see the module docstring. Never raises for a bad case."""
     m = Measurement(probe=probe, case=case, device=str(device), params=dict(params), headline=headline)
@@ -123,10 +128,16 @@ def measure_case(
                     return _fail(m, f"wrong result before timing: {problem}")
             flush = ctx.cache_flush(device) if flush_cache else None
             with TelemetrySampler(ctx.nvml, device, ctx.cfg.timing.telemetry_interval_s) as tel:
-                timing_result = time_fn(fn, device, timing or ctx.cfg.timing, flush)
+                timing_result = time_fn(fn, device, timing or ctx.cfg.timing, flush, agree)
             m.telemetry = tel.summary()
             m.timing = timing_result.to_dict()
             if check is not None:
+                # Verify once more from a fresh state: timed repetitions of an in-place op (an all-reduce)
+                # legitimately leave values that no longer match the reference.
+                if poison is not None:
+                    poison()
+                fn()
+                synchronize(device)
                 problem = check()
                 if problem:
                     return _fail(m, f"wrong result after timing: {problem}")

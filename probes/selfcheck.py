@@ -8,6 +8,7 @@ window); well above 1 the bare loop is the one that suffers (it cannot exclude i
 
     python -m probes.selfcheck matmul --device cpu --size 1024
     python -m probes.selfcheck bandwidth --device cpu
+    python -m probes.selfcheck collectives --device cpu      # 2-rank gloo all-reduce, 64 MiB
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -68,9 +70,70 @@ def check_bandwidth(ctx: Context, device: torch.device, size: int, seconds: floa
     return m.value, 2 * n * 4 / t
 
 
+def _collectives_rank(rank: int, port: int, cfg: Any, size: int, rounds: int, seconds: float, q: Any) -> None:
+    """One rank of the collectives selfcheck: the probe's case and a bare all_reduce loop, alternating."""
+    import torch.distributed as dist
+
+    import probes.collectives as co
+
+    launch = co.Launch(world_size=2, backend="gloo", device_kind="cpu", port=port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+
+    def agree(flags: list[int]) -> list[int]:
+        t = torch.tensor(flags, dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [int(v) for v in t.tolist()]
+
+    ctx = Context(cfg=cfg, devices=[torch.device("cpu")], nvml=co._NoNvml())
+    case = co.Case("all_reduce", "fp32", size)
+    x = torch.rand(size // 4)
+    for _ in range(rounds):
+        m = co._measure(ctx, torch.device("cpu"), case, rank, 2, agree, None)
+        per_rank: list[Any] = [None, None]
+        dist.all_gather_object(per_rank, m.to_dict())
+        probe = co.combine(per_rank, case, launch, "").value
+        # the obvious way: a barrier, a loop of all_reduce calls, the slowest rank's mean
+        # every rank derives the same count from the shared probe figure: about `seconds` of calls
+        n = max(5, round(seconds * probe / size))
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            dist.all_reduce(x)
+        slowest = [0.0, 0.0]
+        dist.all_gather_object(slowest, (time.perf_counter() - t0) / n)
+        if rank == 0:
+            q.put((probe, size / max(slowest)))  # n = 2: busbw = algbw * 2(n-1)/n = algbw
+    dist.destroy_process_group()
+
+
+def check_collectives(
+    ctx: Context, device: torch.device, size: int, seconds: float, rounds: int
+) -> list[tuple[float, float]]:
+    """[(probe busbw, bare-loop busbw)] per round for a 2-rank gloo all-reduce of `size` bytes."""
+    import multiprocessing as mp
+
+    from probes.collectives import free_port
+
+    mpc = mp.get_context("spawn")
+    q = mpc.Queue()
+    port = free_port()
+    procs = [
+        mpc.Process(target=_collectives_rank, args=(r, port, ctx.cfg, size, rounds, seconds, q))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    out = [q.get(timeout=600) for _ in range(rounds)]
+    for p in procs:
+        p.join(timeout=30)
+    return out
+
+
 CHECKS = {
     "matmul": (check_matmul, 1024, "TFLOPS", 1e12),
     "bandwidth": (check_bandwidth, 512 << 20, "GB/s", 1e9),
+    "collectives": (check_collectives, 64 << 20, "GB/s busbw", 1e9),
 }
 
 
@@ -98,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(cfg=cfg, devices=[device], nvml=Nvml())
     print(f"{note}; {args.check} at size {size}, {args.rounds} alternating rounds")
     probe, loop = [], []
-    for i in range(args.rounds):
-        p, lp = fn(ctx, device, size, args.seconds)
+    if args.check == "collectives":  # the ranks alternate the two methods themselves, in the same processes
+        pairs = check_collectives(ctx, device, size, args.seconds, args.rounds)
+    else:
+        pairs = [fn(ctx, device, size, args.seconds) for _ in range(args.rounds)]
+    for i, (p, lp) in enumerate(pairs):
         probe.append(p)
         loop.append(lp)
         print(

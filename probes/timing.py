@@ -140,20 +140,32 @@ class CacheFlush:
         self._buf.fill_(self._value)
 
 
+Agree = Callable[[list[int]], list[int]]
+
+
 def time_fn(
     fn: Callable[[], Any],
     device: torch.device,
     cfg: TimingConfig,
     flush: CacheFlush | None = None,
+    agree: Agree | None = None,
 ) -> Timing:
-    """Time `fn()` on `device`: warm up by time, then repeat adaptively; see the module docstring."""
+    """Time `fn()` on `device`: warm up by time, then repeat adaptively; see the module docstring.
+
+    `agree` makes every decision collective, for `fn`s that are collectives themselves (all ranks must call
+    them equally often): it takes this rank's integer flags and returns their element-wise maximum over all
+    ranks. Warm-up ends when every rank is warm; the timed loop starts on all ranks together (the agreement
+    doubles as the barrier); it stops when every rank met the RSE target or any rank spent its budget.
+    """
+    consensus = agree or (lambda flags: flags)
     t0 = time.perf_counter()
     warm = 0
     while True:
         fn()
         synchronize(device)
         warm += 1
-        if time.perf_counter() - t0 >= cfg.warmup_s:
+        (still_warming,) = consensus([int(time.perf_counter() - t0 < cfg.warmup_s)])
+        if not still_warming:
             break
     warmup_s = time.perf_counter() - t0
 
@@ -168,19 +180,23 @@ def time_fn(
             samples.extend(_event_batch(fn, n, flush))
         else:
             samples.extend(_host_batch(fn, device, n, flush))
-        if len(samples) >= cfg.min_reps and summarize(samples).rse <= cfg.target_rse:
-            stop_reason = "target-rse"
-            break
+        enough = len(samples) >= cfg.min_reps
+        rse_missed = int(not (enough and summarize(samples).rse <= cfg.target_rse))
         # The budget ends a case only once it has min_reps samples: statistics of two samples are not a
         # measurement. (Probes keep single runs below case_budget_s / min_reps, so this stays bounded.)
-        if len(samples) >= cfg.min_reps and time.perf_counter() - start >= cfg.case_budget_s:
-            stop_reason = "budget"
-            break
+        over_budget = int(enough and time.perf_counter() - start >= cfg.case_budget_s)
         # Grow the batch so tiny kernels are not dominated by the per-batch sync and statistics, but never
         # past what the budget can still afford.
         per_rep = max(samples[-1], 1e-7)
         remaining = cfg.case_budget_s - (time.perf_counter() - start)
-        batch = max(1, cfg.min_reps - len(samples), min(batch * 2, 64, int(remaining / per_rep)))
+        proposed = max(1, cfg.min_reps - len(samples), min(batch * 2, 64, int(remaining / per_rep)))
+        rse_missed, over_budget, batch = consensus([rse_missed, over_budget, proposed])
+        if not rse_missed:
+            stop_reason = "target-rse"
+            break
+        if over_budget:
+            stop_reason = "budget"
+            break
     return Timing(
         stats=summarize(samples),
         samples_s=tuple(samples),

@@ -37,9 +37,10 @@ def test_plain_probes_all_runs_the_quick_profile_on_the_cpu(tmp_path):
     names = {s["name"] for s in doc["summary"]}
     assert {"dram_read_torch", "dram_write_torch", "dram_copy_torch", "dram_triad_torch"} <= names
     assert {"matmul_peak_fp32_torch", "matmul_peak_bf16_torch", "matmul_peak_fp8_e4m3_torch"} <= names
+    assert "all_reduce_busbw_fp32" in names  # a real 2-process gloo all-reduce
     for s in doc["summary"]:
-        if s["probe"] == "bandwidth":
-            assert s["unit"] == "bytes_per_s" and 1e8 < s["value"] < 1e13
+        if s["probe"] in ("bandwidth", "collectives"):
+            assert s["unit"] == "bytes_per_s" and 1e6 < s["value"] < 1e13
         else:
             assert s["unit"] == "flop_per_s" and 1e6 < s["value"] < 1e16
     assert "Matmul peak per dtype" in r.stdout and "Decode-shaped GEMMs" in r.stdout

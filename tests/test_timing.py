@@ -148,3 +148,22 @@ def test_amd_infinity_cache_counts_as_the_last_level_cache(monkeypatch):
 
 def test_cpu_cache_size_from_sysfs_is_positive():
     assert cache_bytes(CPU) >= 1 << 20
+
+
+def test_time_fn_decisions_are_collective_when_agreeing():
+    """Another rank still warming up, or short of its RSE target, keeps this rank going too."""
+    calls = {"agree": 0}
+
+    def other_rank_lags(flags: list[int]) -> list[int]:
+        calls["agree"] += 1
+        if len(flags) == 1:  # warm-up: the other rank needs three more rounds
+            return [max(flags[0], int(calls["agree"] <= 3))]
+        _rse_missed, over_budget, batch = flags
+        return [1, over_budget, batch]  # the other rank never meets the RSE target
+
+    cfg = TimingConfig(warmup_s=0.0, min_reps=3, max_reps=50, target_rse=10.0, case_budget_s=0.05)
+    t = time_fn(lambda: time.sleep(0.001), CPU, cfg, agree=other_rank_lags)
+    assert t.warmup_reps == 4
+    assert t.stop_reason == "budget"  # locally the RSE target (10) was met at once
+    alone = time_fn(lambda: time.sleep(0.001), CPU, cfg)
+    assert alone.stop_reason == "target-rse" and alone.stats.n == 3
