@@ -157,7 +157,8 @@ def resolve_launch(devices: list[torch.device], cfg: RunConfig, options: dict[st
 
 def n_cases(ctx: Context) -> int:
     gpus = sum(1 for d in ctx.devices if d.type == "cuda")
-    return len(plan(ctx.cfg.collectives)) + (gpus * (gpus - 1) if gpus >= 2 else 0)
+    # P2P: every ordered pair one way, every unordered pair both ways
+    return len(plan(ctx.cfg.collectives)) + (gpus * (gpus - 1) * 3 // 2 if gpus >= 2 else 0)
 
 
 # ---- the parent: spawn, watch, tear down ----------------------------------------------------------------
