@@ -38,7 +38,7 @@ import torch
 from analysis.formulas import alg_bandwidth, bus_bandwidth
 from analysis.units import fmt_bytes
 from probes.config import CollectivesConfig, ConfigError, RunConfig
-from probes.context import Context, measure_case, skipped
+from probes.context import Context, concurrently, measure_case, skipped
 from probes.results import Measurement
 from probes.verify import compare, poison, tolerance
 
@@ -643,18 +643,14 @@ def _p2p_case(a: torch.device, b: torch.device, nbytes: int, direction: str) -> 
         )
     src_b = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=b)
     dst_a = torch.empty(nbytes, dtype=torch.uint8, device=a)
-    s_ab, s_ba = torch.cuda.Stream(a), torch.cuda.Stream(b)
-
-    def both() -> None:
-        cur = torch.cuda.current_stream(a)
-        s_ab.wait_stream(cur)
-        s_ba.wait_stream(cur)
-        with torch.cuda.stream(s_ab):
-            dst_b.copy_(src_a, non_blocking=True)
-        with torch.cuda.stream(s_ba):
-            dst_a.copy_(src_b, non_blocking=True)
-        cur.wait_stream(s_ab)
-        cur.wait_stream(s_ba)
+    # each GPU pushes its own copy, as two peers exchanging data do
+    both = concurrently(
+        a,
+        [
+            (a, lambda: dst_b.copy_(src_a, non_blocking=True)),
+            (b, lambda: dst_a.copy_(src_b, non_blocking=True)),
+        ],
+    )
 
     def check() -> str | None:
         return compare(dst_b, src_a.to(b), rtol=0, atol=0, name=f"{a}->{b}") or compare(

@@ -119,11 +119,7 @@ def measure_case(
     try:
         with device_ctx:
             if check is not None:
-                if poison is not None:
-                    poison()
-                fn()
-                synchronize(device)
-                problem = check()
+                problem = _verify(device, fn, check, poison)
                 if problem:
                     return _fail(m, f"wrong result before timing: {problem}")
             flush = ctx.cache_flush(device) if flush_cache else None
@@ -134,11 +130,7 @@ def measure_case(
             if check is not None:
                 # Verify once more from a fresh state: timed repetitions of an in-place op (an all-reduce)
                 # legitimately leave values that no longer match the reference.
-                if poison is not None:
-                    poison()
-                fn()
-                synchronize(device)
-                problem = check()
+                problem = _verify(device, fn, check, poison)
                 if problem:
                     return _fail(m, f"wrong result after timing: {problem}")
                 m.verification = {"status": "passed"}
@@ -160,6 +152,42 @@ def measure_case(
     else:
         m.value, m.unit = median, "seconds"
     return m
+
+
+def _verify(
+    device: torch.device,
+    fn: Callable[[], Any],
+    check: Callable[[], str | None],
+    poison: Callable[[], None] | None,
+) -> str | None:
+    if poison is not None:
+        poison()
+    fn()
+    synchronize(device)
+    return check()
+
+
+def concurrently(
+    device: torch.device, ops: list[tuple[torch.device, Callable[[], Any]]]
+) -> Callable[[], None]:
+    """One call that runs each op on its own stream of its own device, so copy engines overlap.
+
+    The side streams wait for `device`'s current stream and it waits for them, so the timing events recorded
+    there span all the ops, from the first start to the last end.
+    """
+    streams = [torch.cuda.Stream(d) for d, _ in ops]
+
+    def run() -> None:
+        cur = torch.cuda.current_stream(device)
+        for s in streams:
+            s.wait_stream(cur)
+        for s, (_d, op) in zip(streams, ops, strict=True):
+            with torch.cuda.stream(s):
+                op()
+        for s in streams:
+            cur.wait_stream(s)
+
+    return run
 
 
 def _fail(m: Measurement, detail: str) -> Measurement:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from analysis.units import fmt_bytes
-from probes.context import Context, measure_case, skipped
+from probes.context import Context, concurrently, measure_case, skipped
 from probes.results import Measurement
 from probes.verify import compare, poison
 
@@ -119,18 +119,13 @@ def _copy_case(
     up_src, up_dst = _host(size, pinned), torch.empty(size, dtype=torch.uint8, device=device)
     down_src = torch.randint(0, 256, (size,), dtype=torch.uint8, device=device)
     down_dst = torch.empty(size, dtype=torch.uint8, pin_memory=pinned)
-    s_up, s_down = torch.cuda.Stream(device), torch.cuda.Stream(device)
-
-    def fn() -> Any:
-        cur = torch.cuda.current_stream(device)
-        s_up.wait_stream(cur)
-        s_down.wait_stream(cur)
-        with torch.cuda.stream(s_up):
-            up_dst.copy_(up_src, non_blocking=True)
-        with torch.cuda.stream(s_down):
-            down_dst.copy_(down_src, non_blocking=True)
-        cur.wait_stream(s_up)
-        cur.wait_stream(s_down)
+    fn = concurrently(
+        device,
+        [
+            (device, lambda: up_dst.copy_(up_src, non_blocking=True)),
+            (device, lambda: down_dst.copy_(down_src, non_blocking=True)),
+        ],
+    )
 
     def check() -> str | None:
         return compare(up_dst, up_src.to(device), rtol=0, atol=0, name="bidir h2d") or compare(
