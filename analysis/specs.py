@@ -1,0 +1,135 @@
+"""The spec database (analysis/data/gpus.toml): data-sheet figures per SKU, and the physics that checks them.
+
+Every figure is dense and decimal; link figures say their direction. `lookup()` maps an NVML or torch
+device name to a SKU key, most specific pattern first, and gives None for a device it does not know: an
+unknown SKU is said plainly, never guessed. Two derivations let a sheet be checked against the card itself:
+
+    tensor peak      = SMs x clock x dense FLOP per clock per SM     (132 x 1.83 GHz x 4096 = 989.4 TF, H100 SXM)
+    memory bandwidth = bus width / 8 x memory clock x 2 (DDR)        (5120 bit x 1593 MHz -> 2039 GB/s, A100 80GB)
+
+With NVML's SM count and the SM clock held *while the matmul ran*, the first gives the peak at that clock.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SPECS_PATH = Path(__file__).resolve().parent / "data" / "gpus.toml"
+
+
+class UnknownGPU(KeyError):
+    """A GPU key that is not in the spec database."""
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    key: str
+    name: str
+    arch: str
+    memory: str
+    memory_gb: float
+    memory_bandwidth_gb_s: float
+    sm_count: int
+    source: str
+    bf16_tflops: float | None = None
+    fp16_tflops: float | None = None
+    fp8_tflops: float | None = None
+    tf32_tflops: float | None = None
+    fp32_tflops: float | None = None
+    int8_tops: float | None = None
+    boost_mhz: float | None = None
+    l2_mb: float | None = None
+    link: str = "none"
+    link_gb_s: float | None = None  # total of both directions
+    link_direction: str = ""
+    host_bus: str = ""
+    tdp_w: float | None = None
+    match: tuple[str, ...] = field(default=())
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gb * 1e9
+
+    @property
+    def memory_bytes_per_s(self) -> float:
+        return self.memory_bandwidth_gb_s * 1e9
+
+    @property
+    def link_bytes_per_s_per_direction(self) -> float | None:
+        return None if self.link_gb_s is None else self.link_gb_s * 1e9 / 2
+
+    def flop_per_s(self, dtype: str) -> float | None:
+        """Dense peak for a matmul dtype key (fp32, tf32, fp16, bf16, fp8*, int8), FLOP/s; None if none."""
+        base = dtype.split("_")[0]
+        tflops = {
+            "fp32": self.fp32_tflops,
+            "tf32": self.tf32_tflops,
+            "fp16": self.fp16_tflops,
+            "bf16": self.bf16_tflops,
+            "fp8": self.fp8_tflops,
+            "int8": self.int8_tops,
+        }.get(base)
+        return None if tflops is None else tflops * 1e12
+
+
+@lru_cache(maxsize=1)
+def _raw() -> dict[str, Any]:
+    with open(SPECS_PATH, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def all_gpus() -> dict[str, GPUSpec]:
+    return {
+        key: GPUSpec(key=key, **{**row, "match": tuple(row.get("match", ()))})
+        for key, row in _raw()["gpus"].items()
+    }
+
+
+def get(key: str) -> GPUSpec:
+    gpus = all_gpus()
+    if key not in gpus:
+        raise UnknownGPU(f"unknown GPU key {key!r} (known: {', '.join(gpus)})")
+    return gpus[key]
+
+
+def arch_flop_per_clock_per_sm(arch: str, dtype: str = "bf16") -> float | None:
+    row = _raw()["arch"].get(arch)
+    if row is None:
+        return None
+    base = row["bf16_flop_per_clock_per_sm"]
+    if dtype.startswith("fp8"):
+        return 2 * base if row["fp8"] else None
+    return base
+
+
+def lookup(device_name: str) -> str | None:
+    """The SKU key for an NVML / torch device name, or None for a device the database does not know."""
+    candidates = [(pattern, key) for key, spec in all_gpus().items() for pattern in spec.match]
+    for pattern, key in sorted(candidates, key=lambda c: -len(c[0])):
+        if re.search(pattern, device_name, flags=re.IGNORECASE):
+            return key
+    return None
+
+
+def unknown_sku_line(device_name: str) -> str:
+    return f"unknown SKU {device_name!r}: no spec sheet in analysis/data/gpus.toml, so no verdict against one"
+
+
+def tensor_peak_flop_per_s(sm_count: int, clock_mhz: float, flop_per_clock_per_sm: float) -> float:
+    """SMs x clock x dense FLOP per clock per SM."""
+    return sm_count * clock_mhz * 1e6 * flop_per_clock_per_sm
+
+
+def theoretical_bandwidth_bytes_per_s(bus_width_bits: int, memory_clock_mhz: float) -> float:
+    """Bus width / 8 x memory clock x 2 (data moves on both clock edges), as NVML reports both."""
+    return bus_width_bits / 8 * memory_clock_mhz * 1e6 * 2
