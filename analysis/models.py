@@ -89,6 +89,29 @@ def load_model(name_or_path: str) -> ModelConfig:
     )
 
 
+def parameter_count(cfg: ModelConfig) -> int:
+    """All parameters: embeddings, attention, MLP (every expert), router, norms, LM head unless tied."""
+    attn = cfg.hidden * cfg.heads * cfg.head_dim * 2 + cfg.hidden * cfg.kv_heads * cfg.head_dim * 2
+    mlp = 3 * cfg.hidden * cfg.intermediate * cfg.experts + (
+        cfg.hidden * cfg.experts if cfg.experts > 1 else 0
+    )
+    per_layer = attn + mlp + 2 * cfg.hidden
+    embed = cfg.vocab * cfg.hidden
+    return embed * (1 if cfg.tied_embeddings else 2) + cfg.layers * per_layer + cfg.hidden
+
+
+def experts_touched(cfg: ModelConfig, batch: int) -> float:
+    """Expected distinct experts a batch of tokens routes to per layer (uniform routing): E(1 - (1 - k/E)^B)."""
+    if cfg.experts <= 1:
+        return 1.0
+    return cfg.experts * (1 - (1 - cfg.experts_per_token / cfg.experts) ** batch)
+
+
+def kv_bytes_per_token(cfg: ModelConfig, bytes_per_element: float) -> float:
+    """KV cache per token: 2 (K and V) x layers x KV heads x head_dim x bytes per element."""
+    return 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * bytes_per_element
+
+
 def decode_linears(cfg: ModelConfig, tp: int = 1) -> list[Linear]:
     """The distinct GEMM shapes of one decode step on one of `tp` tensor-parallel ranks."""
     if tp < 1 or cfg.heads % tp:
