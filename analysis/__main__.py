@@ -23,7 +23,32 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument(
         "-o", "--output", type=Path, default=None, help="PNG path (default: beside the run document)"
     )
+    proj = sub.add_parser("project", help="project LLM decode throughput on a measured or spec-sheet GPU")
+    src = proj.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="a run document: measured and fitted ceilings")
+    src.add_argument("--gpu", help="a spec-database key (e.g. h100-sxm5-80gb): sheet x default efficiencies")
+    proj.add_argument(
+        "--ideal", action="store_true", help="with --gpu: 100%% of the sheet, the physical bound"
+    )
+    proj.add_argument("--model", required=True, help="bundled model name or a config.json path")
+    proj.add_argument(
+        "--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "int8", "int4"], help="weights"
+    )
+    proj.add_argument(
+        "--kv-dtype",
+        default=None,
+        choices=["bf16", "fp16", "fp8"],
+        help="default: weight dtype if 16-bit, else bf16",
+    )
+    proj.add_argument("--tp", type=int, default=1)
+    proj.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes")
+    proj.add_argument("--input-len", type=int, default=1024)
+    proj.add_argument("--output-len", type=int, default=256)
+    proj.add_argument("--price-per-gpu-hour", type=float, default=None)
+    proj.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
+    if args.command == "project":
+        return _project(args)
     try:
         doc = load(args.run)
     except RunDocumentError as exc:
@@ -45,6 +70,92 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(path)
     return 0
+
+
+def _project(args: argparse.Namespace) -> int:
+    import json
+
+    from analysis import decode, specs
+    from analysis.models import ModelConfigError, load_model
+
+    try:
+        if args.ideal and not args.gpu:
+            raise decode.ProjectionError("--ideal needs --gpu (a run document is measured, not ideal)")
+        if args.tp < 1:
+            raise decode.ProjectionError(f"--tp {args.tp}: must be at least 1")
+        try:
+            batches = [int(b) for b in args.batch.split(",") if b.strip()]
+        except ValueError:
+            raise decode.ProjectionError(
+                f"--batch {args.batch!r}: expected comma-separated integers"
+            ) from None
+        model = load_model(args.model)
+        hw = (
+            decode.profile_from_run(load(args.run), args.run.name)
+            if args.run
+            else decode.profile_from_spec(specs.get(args.gpu), args.ideal)
+        )
+        q = decode.Query(
+            model,
+            args.dtype,
+            args.kv_dtype,
+            args.tp,
+            args.input_len,
+            args.output_len,
+            args.price_per_gpu_hour,
+        )
+        rows = decode.project(hw, q, batches)
+    except (decode.ProjectionError, ModelConfigError, RunDocumentError, specs.UnknownGPU) as exc:
+        print(f"error: {str(exc).strip(chr(34)).strip(chr(39))}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    _print_projection(hw, q, rows)
+    return 0
+
+
+def _print_projection(hw: object, q: object, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from analysis.units import fmt_bytes
+
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    t = Table(
+        title=f"{q.model.name} {q.weight_dtype} weights, {q.kv} KV, TP {q.tp}, in {q.input_len} / out {q.output_len} "
+        f"on {hw.name} [{hw.source}]"
+    )
+    cols = (
+        "batch",
+        "out tok/s",
+        "total tok/s",
+        "step ms",
+        "TTFT ms",
+        "KV/request",
+        "max conc.",
+        "bound",
+        "$/M out",
+    )
+    for c in cols:
+        t.add_column(c, justify="right" if c != "bound" else "left")
+    for r in rows:
+        cost = r["cost_per_million_output_tokens"]
+        t.add_row(
+            f"{r['batch']}{'' if r['fits'] else ' (over KV capacity)'}",
+            f"{r['output_tokens_per_s']:.1f}",
+            f"{r['total_tokens_per_s']:.1f}",
+            f"{r['step_seconds'] * 1e3:.2f}",
+            f"{r['ttft_seconds'] * 1e3:.1f}",
+            fmt_bytes(r["kv_bytes_per_request"]),
+            str(r["max_concurrency"]),
+            r["bound"],
+            "-" if cost is None else f"{cost:.2f}",
+        )
+    console.print(t)
+    console.print(
+        f"weights per GPU: {rows[0]['weight_bytes_per_gpu'] / 1e9:.1f} GB; output tok/s = batch / step time"
+    )
 
 
 if __name__ == "__main__":

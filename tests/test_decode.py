@@ -1,0 +1,200 @@
+"""Decode projection: DESIGN.md's seed arithmetic, physical sanity, measured profiles, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_results import make_doc
+
+from analysis import decode, specs
+from analysis.__main__ import main as analysis_main
+from analysis.models import load_model, parameter_count
+from probes.results import write_atomic
+
+
+def test_seed_arithmetic_weight_read_floor_and_cost():
+    assert decode.weight_read_floor_s(70e9, 864e9) == pytest.approx(0.081, abs=0.0005)  # FP8 70B on an L40S
+    assert decode.weight_read_floor_s(140e9, 2039e9) == pytest.approx(
+        0.069, abs=0.0005
+    )  # BF16 70B on an A100
+    assert decode.cost_per_million_tokens(0.72, 2, 800) == pytest.approx(0.50, abs=0.005)
+    assert decode.cost_per_million_tokens(1.64, 2, 500) == pytest.approx(1.82, abs=0.005)
+
+
+def q(model: str = "llama-3.1-70b", **kw) -> decode.Query:
+    return decode.Query(load_model(model), **kw)
+
+
+def test_batch_1_decode_is_memory_bound_and_never_beats_the_weight_floor():
+    for key in ("h100-sxm5-80gb", "l40s", "a100-sxm4-80gb", "mi300x"):
+        hw = decode.profile_from_spec(specs.get(key), ideal=True)
+        query = q("llama-3.1-8b", weight_dtype="bf16")
+        (row,) = decode.project(hw, query, [1])
+        floor = decode.weight_read_floor_s(parameter_count(query.model) * 2, hw.bandwidth_bytes_per_s)
+        assert row["bound"] == "memory"
+        # the embedding table is not read per step, so the step may sit just under the whole-model floor
+        assert row["step_seconds"] >= 0.9 * floor
+
+
+def test_ideal_is_the_upper_bound_and_batching_raises_throughput():
+    spec = specs.get("h100-sxm5-80gb")
+    ideal, real = decode.profile_from_spec(spec, ideal=True), decode.profile_from_spec(spec)
+    query = q(weight_dtype="fp8", tp=2)
+    a, b = decode.project(ideal, query, [1, 32]), decode.project(real, query, [1, 32])
+    assert a[0]["output_tokens_per_s"] > b[0]["output_tokens_per_s"]
+    assert b[1]["output_tokens_per_s"] > 10 * b[0]["output_tokens_per_s"]
+    assert b[0]["communication_seconds"] > 0 and a[0]["kv_bytes_per_request"] == b[0]["kv_bytes_per_request"]
+
+
+def test_kv_capacity_and_default_kv_dtype():
+    query = q(weight_dtype="fp8", tp=2, input_len=1024, output_len=256)
+    assert query.kv == "bf16"  # 8-bit weights keep a 16-bit cache unless told
+    row = decode.project(decode.profile_from_spec(specs.get("l40s")), query, [1, 64])
+    assert row[0]["kv_bytes_per_request"] == pytest.approx(2 * 80 * 8 * 128 * 2 * 1280)
+    assert row[0]["max_concurrency"] > 0 and row[0]["fits"] and not row[1]["fits"]
+
+
+def test_moe_reads_only_the_experts_a_batch_touches():
+    hw = decode.profile_from_spec(specs.get("h100-sxm5-80gb"), ideal=True)
+    one = decode.decode_step(hw, q("mixtral-8x7b", tp=2), 1, 1024)
+    many = decode.decode_step(hw, q("mixtral-8x7b", tp=2), 64, 1024)
+    assert many.weight_bytes > 3 * one.weight_bytes  # 2 of 8 experts at batch 1, all 8 at batch 64
+
+
+def run_doc(tmp_path):
+    doc = make_doc()
+    doc["devices"] = [
+        {"torch_device": "cuda:0", "name": "Test GPU", "kind": "gpu", "memory_total_bytes": 80e9}
+    ]
+    doc["summary"] = [
+        {
+            "probe": "bandwidth",
+            "name": "dram_copy_torch",
+            "device": "cuda:0",
+            "value": 3.0e12,
+            "unit": "bytes_per_s",
+            "min": 0,
+            "max": 0,
+            "n_cases": 3,
+            "max_cv": 0.01,
+        },
+        {
+            "probe": "matmul",
+            "name": "matmul_peak_bf16_torch",
+            "device": "cuda:0",
+            "value": 800e12,
+            "unit": "flop_per_s",
+            "min": 0,
+            "max": 0,
+            "n_cases": 1,
+            "max_cv": 0.01,
+        },
+    ]
+    doc["measurements"] = [
+        {
+            "probe": "matmul",
+            "case": f"decode/m/qkv/bf16/M={m}",
+            "device": "cuda:0",
+            "status": "ok",
+            "value": 1.0,
+            "unit": "flop_per_s",
+            "params": {"kind": "decode", "n": 6144, "k": 4096, "m": m, "dtype": "bf16"},
+            "timing": {"stats": {"median_s": t}},
+            "headline": None,
+        }
+        for m, t in ((1, 40e-6), (64, 60e-6))
+    ]
+    return write_atomic(doc, tmp_path / "run.json")
+
+
+def test_a_measured_profile_uses_the_run_and_its_decode_gemms(tmp_path):
+    from probes.results import load
+
+    hw = decode.profile_from_run(load(run_doc(tmp_path)))
+    assert hw.bandwidth_bytes_per_s == 3.0e12 and hw.compute("bf16") == 800e12
+    query = q("llama-3.1-8b")
+    t8, _memory_bound = decode._gemm_s(hw, 8, 6144, 4096, query)
+    assert 40e-6 < t8 < 60e-6  # interpolated between the measured M = 1 and 64, not the roofline's 17 us
+    assert decode._gemm_s(hw, 128, 6144, 4096, query)[0] != t8  # outside the sweep: the roofline
+
+
+def test_cli_tables_and_json(capsys, tmp_path):
+    assert (
+        analysis_main(
+            [
+                "project",
+                "--gpu",
+                "l40s",
+                "--model",
+                "llama-3.1-70b",
+                "--dtype",
+                "fp8",
+                "--tp",
+                "2",
+                "--batch",
+                "1,8,32",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "llama-3.1-70b fp8 weights" in out and "memory" in out
+    assert (
+        analysis_main(
+            [
+                "project",
+                "--run",
+                str(run_doc(tmp_path)),
+                "--model",
+                "llama-3.1-8b",
+                "--batch",
+                "1,4",
+                "--json",
+                "--price-per-gpu-hour",
+                "2",
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    need = {
+        "batch",
+        "output_tokens_per_s",
+        "total_tokens_per_s",
+        "step_seconds",
+        "ttft_seconds",
+        "kv_bytes_per_request",
+        "max_concurrency",
+        "bound",
+        "cost_per_million_output_tokens",
+    }
+    assert [r["batch"] for r in rows] == [1, 4] and need <= set(rows[0])
+    assert rows[0]["cost_per_million_output_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--gpu", "l40s", "--model", "gpt-17"], "unknown model 'gpt-17'"),
+        (["--gpu", "h300", "--model", "llama-3.1-8b"], "unknown GPU key 'h300'"),
+        (["--gpu", "l40s", "--model", "qwen2.5-0.5b", "--tp", "4"], "does not divide 14 attention heads"),
+        (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "0,8"], "batch sizes must be positive"),
+        (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "one"], "expected comma-separated integers"),
+        (["--gpu", "l40s", "--model", "BADCONFIG"], "cannot read config.json"),
+        (["--run", "RUN_WITHOUT_FIGURES", "--model", "llama-3.1-8b"], "has no DRAM bandwidth figure"),
+    ],
+)
+def test_bad_inputs_are_one_line_exit_2(tmp_path, capsys, args, expected):
+    bad_cfg = tmp_path / "config.json"
+    bad_cfg.write_text("{not json")
+    empty = write_atomic(make_doc(), tmp_path / "empty.json")
+    empty_doc = json.loads(empty.read_text())
+    empty_doc["summary"] = []
+    write_atomic(empty_doc, empty)
+    args = [
+        str(bad_cfg) if a == "BADCONFIG" else str(empty) if a == "RUN_WITHOUT_FIGURES" else a for a in args
+    ]
+    assert analysis_main(["project", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1
