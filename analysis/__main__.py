@@ -23,6 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument(
         "-o", "--output", type=Path, default=None, help="PNG path (default: beside the run document)"
     )
+    val = sub.add_parser(
+        "validate", help="verdicts: each headline figure against the spec sheet and good nodes"
+    )
+    val.add_argument("run", type=Path)
+    roof = sub.add_parser("roofline", help="the run's fitted roofline: ceilings, ridge points, PNG")
+    roof.add_argument("run", type=Path)
+    roof.add_argument(
+        "-o", "--output", type=Path, default=None, help="PNG path (default: beside the run document)"
+    )
     proj = sub.add_parser("project", help="project LLM decode throughput on a measured or spec-sheet GPU")
     src = proj.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a run document: measured and fitted ceilings")
@@ -54,13 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     except RunDocumentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "report":
-        from rich.console import Console
+    from rich.console import Console
 
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    if args.command == "report":
         from analysis.report import print_report
 
-        print_report(doc, Console() if sys.stdout.isatty() else Console(width=140))
+        print_report(doc, console)
         return 0
+    if args.command == "validate":
+        from analysis.report import print_verdicts
+
+        print_verdicts(doc, console)
+        return 0
+    if args.command == "roofline":
+        return _roofline(doc, args.run, args.output)
     from analysis.plots import plot_bandwidth
 
     out = args.output or args.run.with_name(args.run.stem + "_bandwidth.png")
@@ -69,6 +86,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run}: no bandwidth measurements to plot", file=sys.stderr)
         return 2
     print(path)
+    return 0
+
+
+def _roofline(doc: dict, run: Path, output: Path | None) -> int:
+    from analysis import roofline as rl
+    from analysis import specs
+
+    roof = rl.from_run(doc)
+    if roof is None:
+        print(f"error: {run}: no DRAM bandwidth or matmul figure to fit a roofline to", file=sys.stderr)
+        return 2
+    name = (doc.get("devices") or [{}])[0].get("name", "")
+    key = specs.lookup(name)
+    for fam, peak in sorted(roof.compute_flop_per_s.items()):
+        print(f"{fam}: {peak / 1e12:.3g} TFLOPS, ridge point {roof.ridge(fam):.1f} FLOP/byte")
+    eff = ", ".join(f"M={m}: {e:.2f}" for m, e in roof.efficiency_by_m.items()) or "no decode sweep"
+    print(
+        f"memory: {roof.bandwidth_bytes_per_s / 1e9:.1f} GB/s; decode GEMM fraction of the roof by M: {eff}"
+    )
+    print(
+        rl.plot(
+            roof,
+            output or run.with_name(run.stem + "_roofline.png"),
+            f"Roofline: {name}",
+            specs.get(key) if key else None,
+        )
+    )
     return 0
 
 

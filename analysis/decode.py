@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class HardwareProfile:
     allreduce_latency_s: float
     allreduce_curve: Curve | None = None
     measured_gemm: dict[tuple[int, int, str], list[tuple[int, float]]] = field(default_factory=dict)
+    gemm_efficiency: Callable[[int], float] = field(default=lambda m: 1.0)  # fitted small-M fraction of roof
 
     def compute(self, dtype: str) -> float:
         if dtype in self.flop_per_s:
@@ -130,6 +132,9 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
             )
     for pts in measured.values():
         pts.sort()
+    from analysis.roofline import from_run
+
+    roof = from_run(doc)
     return HardwareProfile(
         name=f"{device.get('name', '?')} ({name})",
         source="measured (run document)",
@@ -140,6 +145,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         allreduce_latency_s=curve.latency_floor_s() if curve else DEFAULT_ALLREDUCE_LATENCY_S,
         allreduce_curve=curve,
         measured_gemm=measured,
+        gemm_efficiency=roof.gemm_efficiency if roof else (lambda m: 1.0),
     )
 
 
@@ -189,7 +195,7 @@ def _gemm_s(hw: HardwareProfile, m: int, n: int, k: int, q: Query) -> tuple[floa
     pts = hw.measured_gemm.get((n, k, q.compute_dtype))
     if pts and pts[0][0] <= m <= pts[-1][0]:
         return _interp_log(pts, m), mem_s >= comp_s  # measured on this node: small-M inefficiency included
-    return max(mem_s, comp_s), mem_s >= comp_s
+    return max(mem_s, comp_s) / hw.gemm_efficiency(m), mem_s >= comp_s
 
 
 def _interp_log(pts: list[tuple[int, float]], x: float) -> float:
@@ -324,6 +330,7 @@ def project(hw: HardwareProfile, q: Query, batches: list[int]) -> list[dict[str,
 def describe(hw: HardwareProfile) -> dict[str, Any]:
     d = asdict(hw)
     d.pop("measured_gemm", None)
+    d.pop("gemm_efficiency", None)
     d["allreduce_curve"] = (
         None if hw.allreduce_curve is None else f"{hw.allreduce_curve.op} x{hw.allreduce_curve.world_size}"
     )

@@ -221,3 +221,27 @@ def _print_collectives(doc: dict[str, Any], console: Console) -> None:
             bw = " ".join(display(m["value"], m["unit"])) if m["status"] == "ok" else m["status"]
             t.add_row(f"{p['src']} -> {p['dst']}", p["direction"], bw, p.get("link", ""))
         console.print(t)
+
+
+def print_verdicts(doc: dict[str, Any], console: Console) -> None:
+    from analysis.verdicts import validate
+
+    vs = validate(doc)
+    if not vs:
+        return
+    t = Table(title="Verdicts (pass >= 90 % of what good nodes of the SKU achieve, warn >= 75 %)")
+    for col in ("figure", "device", "measured", "spec", "ratio", "good nodes", "verdict", "note"):
+        t.add_column(col, justify="right" if col in ("measured", "spec", "ratio", "good nodes") else "left")
+    style = {"pass": "green", "warn": "yellow", "fail": "red"}
+    for v in vs:
+        t.add_row(
+            v.figure,
+            v.device,
+            " ".join(display(v.measured, v.unit)),
+            " ".join(display(v.spec, v.unit)) if v.spec else "-",
+            f"{100 * v.ratio:.0f}%" if v.ratio else "-",
+            " ".join(display(v.good, v.unit)) if v.good else "-",
+            f"[{style[v.verdict]}]{v.verdict}[/{style[v.verdict]}]" if v.verdict in style else v.verdict,
+            v.note,
+        )
+    console.print(t)
