@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     roof.add_argument(
         "-o", "--output", type=Path, default=None, help="PNG path (default: beside the run document)"
     )
+    exp = sub.add_parser(
+        "export", help="the run's calibrated profile for planners (llm-analysis GPU config or JSON)"
+    )
+    exp.add_argument("run", type=Path)
+    exp.add_argument("--format", choices=["llm-analysis", "json"], default="llm-analysis")
+    exp.add_argument("-o", "--output", type=Path, default=Path("."), help="folder to write into")
     proj = sub.add_parser("project", help="project LLM decode throughput on a measured or spec-sheet GPU")
     src = proj.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a run document: measured and fitted ceilings")
@@ -41,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     proj.add_argument("--model", required=True, help="bundled model name or a config.json path")
     proj.add_argument(
-        "--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "int8", "int4"], help="weights"
+        "--dtype", default="bf16", choices=["fp32", "bf16", "fp16", "fp8", "int8", "int4"], help="weights"
     )
     proj.add_argument(
         "--kv-dtype",
@@ -78,6 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "roofline":
         return _roofline(doc, args.run, args.output)
+    if args.command == "export":
+        from analysis import export
+        from analysis.decode import ProjectionError
+
+        try:
+            path, notes = export.write(doc, args.format, args.output)
+            print(path)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+        except ProjectionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from analysis.plots import plot_bandwidth
 
     out = args.output or args.run.with_name(args.run.stem + "_bandwidth.png")
@@ -101,7 +120,11 @@ def _roofline(doc: dict, run: Path, output: Path | None) -> int:
     key = specs.lookup(name)
     for fam, peak in sorted(roof.compute_flop_per_s.items()):
         print(f"{fam}: {peak / 1e12:.3g} TFLOPS, ridge point {roof.ridge(fam):.1f} FLOP/byte")
-    eff = ", ".join(f"M={m}: {e:.2f}" for m, e in roof.efficiency_by_m.items()) or "no decode sweep"
+    eff = "; ".join(
+        f"{fam} " + ", ".join(f"M={m}: {e:.2f}" for m, e in by_m.items())
+        for fam, by_m in roof.efficiency_by_m.items()
+    )
+    eff = eff or "no decode sweep"
     print(
         f"memory: {roof.bandwidth_bytes_per_s / 1e9:.1f} GB/s; decode GEMM fraction of the roof by M: {eff}"
     )
@@ -155,51 +178,12 @@ def _project(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    _print_projection(hw, q, rows)
-    return 0
-
-
-def _print_projection(hw: object, q: object, rows: list[dict]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from analysis.units import fmt_bytes
+    from analysis.report import print_projection
 
-    console = Console() if sys.stdout.isatty() else Console(width=140)
-    t = Table(
-        title=f"{q.model.name} {q.weight_dtype} weights, {q.kv} KV, TP {q.tp}, in {q.input_len} / out {q.output_len} "
-        f"on {hw.name} [{hw.source}]"
-    )
-    cols = (
-        "batch",
-        "out tok/s",
-        "total tok/s",
-        "step ms",
-        "TTFT ms",
-        "KV/request",
-        "max conc.",
-        "bound",
-        "$/M out",
-    )
-    for c in cols:
-        t.add_column(c, justify="right" if c != "bound" else "left")
-    for r in rows:
-        cost = r["cost_per_million_output_tokens"]
-        t.add_row(
-            f"{r['batch']}{'' if r['fits'] else ' (over KV capacity)'}",
-            f"{r['output_tokens_per_s']:.1f}",
-            f"{r['total_tokens_per_s']:.1f}",
-            f"{r['step_seconds'] * 1e3:.2f}",
-            f"{r['ttft_seconds'] * 1e3:.1f}",
-            fmt_bytes(r["kv_bytes_per_request"]),
-            str(r["max_concurrency"]),
-            r["bound"],
-            "-" if cost is None else f"{cost:.2f}",
-        )
-    console.print(t)
-    console.print(
-        f"weights per GPU: {rows[0]['weight_bytes_per_gpu'] / 1e9:.1f} GB; output tok/s = batch / step time"
-    )
+    print_projection(hw, q, rows, Console() if sys.stdout.isatty() else Console(width=140))
+    return 0
 
 
 if __name__ == "__main__":

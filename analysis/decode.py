@@ -31,7 +31,7 @@ from analysis.formulas import bus_bandwidth, gemm_bytes, gemm_flops
 from analysis.models import ModelConfig, decode_linears, experts_touched, kv_bytes_per_token, parameter_count
 from analysis.specs import GPUSpec
 
-BYTES_PER_WEIGHT = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+BYTES_PER_WEIGHT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 ACT_BYTES = 2.0  # activations and all-reduce payloads stay 16-bit
 
 # Default efficiencies for a spec-sheet profile (`--gpu KEY`): what good nodes reach in published
@@ -60,7 +60,9 @@ class HardwareProfile:
     allreduce_latency_s: float
     allreduce_curve: Curve | None = None
     measured_gemm: dict[tuple[int, int, str], list[tuple[int, float]]] = field(default_factory=dict)
-    gemm_efficiency: Callable[[int], float] = field(default=lambda m: 1.0)  # fitted small-M fraction of roof
+    gemm_efficiency: Callable[[int, str], float] = field(
+        default=lambda m, fam: 1.0
+    )  # fitted small-M fraction
 
     def compute(self, dtype: str) -> float:
         if dtype in self.flop_per_s:
@@ -145,7 +147,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         allreduce_latency_s=curve.latency_floor_s() if curve else DEFAULT_ALLREDUCE_LATENCY_S,
         allreduce_curve=curve,
         measured_gemm=measured,
-        gemm_efficiency=roof.gemm_efficiency if roof else (lambda m: 1.0),
+        gemm_efficiency=roof.gemm_efficiency if roof else (lambda m, fam: 1.0),
     )
 
 
@@ -161,14 +163,12 @@ class Query:
 
     @property
     def kv(self) -> str:
-        return self.kv_dtype or (self.weight_dtype if BYTES_PER_WEIGHT[self.weight_dtype] == 2 else "bf16")
+        return self.kv_dtype or (self.weight_dtype if BYTES_PER_WEIGHT[self.weight_dtype] >= 2 else "bf16")
 
     @property
     def compute_dtype(self) -> str:
         # fp8 and int8 weights run on their own tensor cores where the GPU has them (W8A8); int4 is weight-only
-        return {"fp8": "fp8", "int8": "int8"}.get(
-            self.weight_dtype, "bf16" if self.weight_dtype != "fp16" else "fp16"
-        )
+        return {"fp8": "fp8", "int8": "int8", "fp32": "fp32", "fp16": "fp16"}.get(self.weight_dtype, "bf16")
 
 
 @dataclass
@@ -195,7 +195,7 @@ def _gemm_s(hw: HardwareProfile, m: int, n: int, k: int, q: Query) -> tuple[floa
     pts = hw.measured_gemm.get((n, k, q.compute_dtype))
     if pts and pts[0][0] <= m <= pts[-1][0]:
         return _interp_log(pts, m), mem_s >= comp_s  # measured on this node: small-M inefficiency included
-    return max(mem_s, comp_s) / hw.gemm_efficiency(m), mem_s >= comp_s
+    return max(mem_s, comp_s) / hw.gemm_efficiency(m, q.compute_dtype), mem_s >= comp_s
 
 
 def _interp_log(pts: list[tuple[int, float]], x: float) -> float:

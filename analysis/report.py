@@ -229,6 +229,9 @@ def print_verdicts(doc: dict[str, Any], console: Console) -> None:
     vs = validate(doc)
     if not vs:
         return
+    if all(v.verdict == "no verdict" for v in vs) and len({v.note for v in vs}) == 1:
+        console.print(f"verdicts: none ({vs[0].note})")
+        return
     t = Table(title="Verdicts (pass >= 90 % of what good nodes of the SKU achieve, warn >= 75 %)")
     for col in ("figure", "device", "measured", "spec", "ratio", "good nodes", "verdict", "note"):
         t.add_column(col, justify="right" if col in ("measured", "spec", "ratio", "good nodes") else "left")
@@ -245,3 +248,72 @@ def print_verdicts(doc: dict[str, Any], console: Console) -> None:
             v.note,
         )
     console.print(t)
+
+
+def print_projection(hw: Any, q: Any, rows: list[dict[str, Any]], console: Console) -> None:
+    t = Table(
+        title=f"{q.model.name} {q.weight_dtype} weights, {q.kv} KV, TP {q.tp}, in {q.input_len} / out {q.output_len} "
+        f"on {hw.name} [{hw.source}]"
+    )
+    cols = (
+        "batch",
+        "out tok/s",
+        "total tok/s",
+        "step ms",
+        "TTFT ms",
+        "KV/request",
+        "max conc.",
+        "bound",
+        "$/M out",
+    )
+    for c in cols:
+        t.add_column(c, justify="right" if c != "bound" else "left")
+    for r in rows:
+        cost = r["cost_per_million_output_tokens"]
+        t.add_row(
+            f"{r['batch']}{'' if r['fits'] else ' (over KV capacity)'}",
+            f"{r['output_tokens_per_s']:.1f}",
+            f"{r['total_tokens_per_s']:.1f}",
+            f"{r['step_seconds'] * 1e3:.2f}",
+            f"{r['ttft_seconds'] * 1e3:.1f}",
+            fmt_bytes(r["kv_bytes_per_request"]),
+            str(r["max_concurrency"]),
+            r["bound"],
+            "-" if cost is None else f"{cost:.2f}",
+        )
+    console.print(t)
+    console.print(
+        f"weights per GPU: {rows[0]['weight_bytes_per_gpu'] / 1e9:.1f} GB; output tok/s = batch / step time"
+    )
+
+
+def print_run_analysis(
+    doc: dict[str, Any], path: Any, models: list[str], dtype: str, console: Console
+) -> None:
+    """The end of a run's report: verdicts, the roofline PNG, and a short decode projection per model."""
+    from analysis import decode, roofline, specs
+    from analysis.models import ModelConfigError, load_model
+
+    print_verdicts(doc, console)
+    roof = roofline.from_run(doc)
+    if roof is not None:
+        name = (doc.get("devices") or [{}])[0].get("name", "")
+        key = specs.lookup(name)
+        png = roofline.plot(
+            roof,
+            path.with_name(path.stem + "_roofline.png"),
+            f"Roofline: {name}",
+            specs.get(key) if key else None,
+        )
+        console.print(f"roofline plot: {png}")
+    try:
+        hw = decode.profile_from_run(doc, path.name)
+    except decode.ProjectionError as exc:
+        console.print(f"no decode projection: {exc}")
+        return
+    for model in models:
+        try:
+            q = decode.Query(load_model(model), dtype, None, 1, 1024, 256)
+            print_projection(hw, q, decode.project(hw, q, [1, 8, 32]), console)
+        except (ModelConfigError, decode.ProjectionError) as exc:
+            console.print(f"no decode projection for {model}: {exc}")

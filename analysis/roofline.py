@@ -26,7 +26,8 @@ from typing import Any
 class Roofline:
     bandwidth_bytes_per_s: float
     compute_flop_per_s: dict[str, float]  # per dtype family: fp32, tf32, fp16, bf16, fp8, int8
-    efficiency_by_m: dict[int, float] = field(default_factory=dict)  # decode GEMMs: measured / roofline
+    # decode GEMMs, per dtype family: measured fraction of the roofline at each M
+    efficiency_by_m: dict[str, dict[int, float]] = field(default_factory=dict)
     points: list[dict[str, Any]] = field(default_factory=list)  # measured kernels, for the plot
 
     def ridge(self, dtype: str) -> float:
@@ -53,19 +54,20 @@ class Roofline:
             "bound": "memory" if intensity < self.ridge(dtype) else "compute",
         }
 
-    def gemm_efficiency(self, m: int) -> float:
-        """Measured fraction of the roofline for a GEMM at M = m (1.0 where the run has no decode sweep)."""
-        if not self.efficiency_by_m:
+    def gemm_efficiency(self, m: int, family: str) -> float:
+        """Measured fraction of the roofline for a `family` GEMM at M = m (1.0 where the run did not sweep it)."""
+        eff = self.efficiency_by_m.get(family)
+        if not eff:
             return 1.0
-        ms = sorted(self.efficiency_by_m)
+        ms = sorted(eff)
         if m <= ms[0]:
-            return self.efficiency_by_m[ms[0]]
+            return eff[ms[0]]
         if m >= ms[-1]:
-            return self.efficiency_by_m[ms[-1]]
+            return eff[ms[-1]]
         for lo, hi in itertools.pairwise(ms):
             if lo <= m <= hi:
                 f = (math.log(m) - math.log(lo)) / (math.log(hi) - math.log(lo))
-                return self.efficiency_by_m[lo] + f * (self.efficiency_by_m[hi] - self.efficiency_by_m[lo])
+                return eff[lo] + f * (eff[hi] - eff[lo])
         return 1.0  # pragma: no cover
 
 
@@ -84,7 +86,7 @@ def from_run(doc: dict[str, Any]) -> Roofline | None:
     if not dram or not compute:
         return None
     roof = Roofline(max(dram), compute)
-    by_m: dict[int, list[float]] = {}
+    by_m: dict[str, dict[int, list[float]]] = {}
     for m in doc.get("measurements", []):
         p = m["params"]
         if m["probe"] != "matmul" or m["status"] != "ok" or "flops" not in p:
@@ -100,8 +102,12 @@ def from_run(doc: dict[str, Any]) -> Roofline | None:
         )
         if p["kind"] == "decode" and fam in compute:
             t_roof = max(p["flops"] / compute[fam], p["bytes_moved"] / roof.bandwidth_bytes_per_s)
-            by_m.setdefault(p["m"], []).append(min(1.0, t_roof / m["timing"]["stats"]["median_s"]))
-    roof.efficiency_by_m = {mm: statistics.median(v) for mm, v in sorted(by_m.items())}
+            by_m.setdefault(fam, {}).setdefault(p["m"], []).append(
+                min(1.0, t_roof / m["timing"]["stats"]["median_s"])
+            )
+    roof.efficiency_by_m = {
+        f: {mm: statistics.median(v) for mm, v in sorted(d.items())} for f, d in by_m.items()
+    }
     return roof
 
 

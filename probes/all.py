@@ -204,15 +204,19 @@ def print_outputs(doc: dict[str, Any], path: Path) -> None:
     from rich.console import Console
 
     from analysis.plots import plot_bandwidth
-    from analysis.report import print_report
+    from analysis.report import print_report, print_run_analysis
 
     # Tables are wide; a pipe or a log file gets 140 columns rather than rich's 80-column default.
     out = Console() if sys.stdout.isatty() else Console(width=140)
     print_report(doc, out)
     png = plot_bandwidth(doc, path.with_name(path.stem + "_bandwidth.png"))
-    out.print(f"run document: {path}")
     if png is not None:
         out.print(f"bandwidth plot: {png}")
+    mm = doc["config"].get("matmul", {})
+    # project in the dtype the run measured decode GEMMs in, so the fitted small-M efficiency applies
+    dtype = next(iter(mm.get("decode_dtypes") or ["bf16"])).split("_")[0]
+    print_run_analysis(doc, path, list(mm.get("decode_models", [])), dtype, out)
+    out.print(f"run document: {path}")
 
 
 def run(

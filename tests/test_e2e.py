@@ -45,6 +45,10 @@ def test_plain_probes_all_runs_the_quick_profile_on_the_cpu(tmp_path):
             assert s["unit"] == "flop_per_s" and 1e6 < s["value"] < 1e16
     assert "Matmul peak per dtype" in r.stdout and "Decode-shaped GEMMs" in r.stdout
     assert "TF32 is a GPU tensor-core mode" in r.stdout
+    # the report ends with verdicts (none on a CPU), the roofline and a decode projection of bench.toml's model
+    assert "verdicts: none (CPU figures" in r.stdout
+    assert path.with_name(path.stem + "_roofline.png").read_bytes()[:4] == b"\x89PNG"
+    assert "qwen2.5-0.5b fp32 weights" in r.stdout
     assert any("STREAM" in n for n in doc["notes"]) and any("2*M*N*K" in n for n in doc["notes"])
     assert not [m for m in doc["measurements"] if m["status"] == "error"]
     assert doc["devices"][0]["kind"] == "cpu"

@@ -130,8 +130,13 @@ def test_roofline_from_a_run_captures_small_m_inefficiency(tmp_path, capsys):
     roof = roofline.from_run(h100_doc())
     assert roof.bandwidth_bytes_per_s == 3.0e12
     assert roof.compute_flop_per_s == {"bf16": 650e12, "fp8": 700e12}
-    assert roof.efficiency_by_m == {1: pytest.approx(0.5)}  # the decode GEMM took twice its roofline time
-    assert roof.gemm_efficiency(1) == pytest.approx(0.5) and roof.gemm_efficiency(64) == pytest.approx(0.5)
+    assert roof.efficiency_by_m == {
+        "bf16": {1: pytest.approx(0.5)}
+    }  # the decode GEMM took twice its roofline time
+    assert roof.gemm_efficiency(1, "bf16") == pytest.approx(0.5) and roof.gemm_efficiency(
+        64, "bf16"
+    ) == pytest.approx(0.5)
+    assert roof.gemm_efficiency(1, "fp8") == 1.0  # not swept: the roofline as it stands
     path = write_atomic(h100_doc(), tmp_path / "run.json")
     assert analysis_main(["roofline", str(path)]) == 0
     assert "ridge point" in capsys.readouterr().out
