@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     roof.add_argument(
         "-o", "--output", type=Path, default=None, help="PNG path (default: beside the run document)"
     )
+    cmp_ = sub.add_parser("compare", help="two run documents, headline by headline; exit 1 on a regression")
+    cmp_.add_argument("old", type=Path)
+    cmp_.add_argument("new", type=Path)
+    cmp_.add_argument(
+        "--threshold", type=float, default=10.0, help="percent drop that counts as a regression (default 10)"
+    )
     exp = sub.add_parser(
         "export", help="the run's calibrated profile for planners (llm-analysis GPU config or JSON)"
     )
@@ -64,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "project":
         return _project(args)
+    if args.command == "compare":
+        return _compare(args)
     try:
         doc = load(args.run)
     except RunDocumentError as exc:
@@ -106,6 +114,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(path)
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from analysis.compare import compare
+    from analysis.units import display
+
+    if args.threshold < 0:
+        print(f"error: --threshold {args.threshold}: must not be negative", file=sys.stderr)
+        return 2
+    try:
+        old, new = load(args.old), load(args.new)
+    except RunDocumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    changes = compare(old, new, args.threshold / 100)
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    t = Table(
+        title=f"{args.old.name} -> {args.new.name} (regression: a drop of more than {args.threshold:g} %)"
+    )
+    for col in ("figure", "device", "old", "new", "change", "flag"):
+        t.add_column(col, justify="right" if col in ("old", "new", "change") else "left")
+    for c in changes:
+        old_s = " ".join(display(c.old, c.unit)) if c.old is not None else "(missing)"
+        new_s = " ".join(display(c.new, c.unit)) if c.new is not None else "(missing)"
+        change = f"{100 * c.change:+.1f}%" if c.change is not None else "-"
+        t.add_row(c.figure, c.device, old_s, new_s, change, "[red]REGRESSION[/red]" if c.regressed else "")
+    console.print(t)
+    bad = [c for c in changes if c.regressed]
+    console.print(f"{len(bad)} regression(s) beyond {args.threshold:g} %" if bad else "no regression")
+    return 1 if bad else 0
 
 
 def _roofline(doc: dict, run: Path, output: Path | None) -> int:

@@ -170,12 +170,31 @@ class CollectivesConfig:
     p2p_bytes: int = _opt(256 << 20, _positive)  # per copy in the GPU peer-to-peer matrix
 
 
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of the pytest-benchmark cases (tests/benchmarks): regression tracking of the headline cases."""
+
+    bandwidth_bytes: int = _opt(2 << 30, _positive)  # working set of copy and triad: DRAM-sized
+    matmul_dtypes: tuple[str, ...] = _opt(
+        ("fp32", "tf32", "bf16", "fp8_e4m3", "int8"), _choices(*MATMUL_DTYPES)
+    )
+    matmul_peak_size: int = _opt(8192, _positive)
+    decode_model: str = _opt("llama-3.1-8b", lambda name, v: _models(name, (v,)))
+    decode_op: str = _opt("gate_up", _choices("qkv", "o", "gate_up", "down", "lm_head"))
+    decode_m: tuple[int, ...] = _opt((1, 64), _non_empty, _positive)
+    allreduce_bytes: int = _opt(64 << 20, _positive)
+    hostlink_bytes: int = _opt(256 << 20, _positive)
+    rounds: int = _opt(10, _positive)
+    warmup_rounds: int = _opt(2, _non_negative)
+
+
 SECTIONS: dict[str, type] = {
     "timing": TimingConfig,
     "bandwidth": BandwidthConfig,
     "hostlink": HostlinkConfig,
     "matmul": MatmulConfig,
     "collectives": CollectivesConfig,
+    "bench": BenchConfig,
 }
 DEVICE_KINDS = ("cpu", "gpu")
 
@@ -191,6 +210,7 @@ class RunConfig:
     hostlink: HostlinkConfig
     matmul: MatmulConfig
     collectives: CollectivesConfig
+    bench: BenchConfig
     source: str
     device_kind: str | None = None  # "cpu" or "gpu" once the [profiles.NAME.<kind>] overrides are applied
 

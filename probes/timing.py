@@ -234,3 +234,14 @@ def _host_batch(fn: Callable[[], Any], device: torch.device, n: int, flush: Cach
         synchronize(device)
         out.append(time.perf_counter() - s)
     return out
+
+
+def sync_clock() -> float:
+    """A host clock that first waits for the current GPU's queued work.
+
+    For timers outside this module that read a host clock around device work: pytest-benchmark's
+    `@pytest.mark.benchmark(timer=sync_clock)` or `--benchmark-timer probes.timing.sync_clock`.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 from test_results import make_doc
 
 from analysis.__main__ import main as analysis_main
@@ -66,3 +66,20 @@ def test_fmt_bytes_uses_binary_prefixes():
     assert fmt_bytes(1536) == "1.5 KiB"
     assert fmt_bytes(3 << 30) == "3 GiB"
     assert fmt_bytes(100) == "100 B"
+
+
+def test_compare_flags_a_regression_and_gates_with_exit_1(tmp_path, capsys):
+    import copy
+
+    old = make_doc()
+    new = copy.deepcopy(old)
+    new["summary"][0]["value"] = 17.0  # 20 -> 17: -15 %
+    new["summary"].append({**new["summary"][0], "name": "dram_triad_torch"})
+    a, b = write_atomic(old, tmp_path / "old.json"), write_atomic(new, tmp_path / "new.json")
+    assert analysis_main(["compare", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "-15.0%" in out and "REGRESSION" in out and "(missing)" in out
+    assert analysis_main(["compare", str(a), str(b), "--threshold", "20"]) == 0
+    assert "no regression" in capsys.readouterr().out
+    assert analysis_main(["compare", str(a), str(a)]) == 0
+    assert analysis_main(["compare", str(a), str(tmp_path / "none.json")]) == 2

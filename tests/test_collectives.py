@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, fast_timing_toml
+from helpers import REPO, fast_timing_toml
 
 import probes.collectives as co
 from analysis.collectives import Curve, curves

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from probes.all import main as all_main
 from probes.config import BandwidthConfig, ConfigError, load_config

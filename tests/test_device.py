@@ -7,7 +7,7 @@ import types
 
 import pytest
 import torch
-from conftest import requires_cuda
+from helpers import requires_cuda
 
 from probes import device as dev
 from probes.device import NA, Nvml, TelemetrySampler, describe_devices, describe_host, nvml_device_info

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import fast_timing_toml, requires_cuda
+from helpers import fast_timing_toml, requires_cuda
 
 import probes.matmul as mm
 from analysis.formulas import arithmetic_intensity, gemm_bytes, gemm_flops

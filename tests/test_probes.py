@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import fast_timing_toml, requires_cuda
+from helpers import fast_timing_toml, requires_cuda
 
 import probes.bandwidth as bw
 from probes.all import main as all_main

@@ -7,7 +7,7 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from conftest import requires_cuda
+from helpers import requires_cuda
 
 from kernels import stream as ks
 from probes.verify import compare, poison, tolerance

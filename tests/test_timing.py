@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import requires_cuda
+from helpers import requires_cuda
 
 from probes.config import TimingConfig
 from probes.timing import CacheFlush, cache_bytes, summarize, time_fn
