@@ -1,8 +1,9 @@
 """pytest-benchmark's save-then-compare workflow, end to end, on a benchmark whose speed the test controls.
 
-The threshold is the one the README gives for CPU boxes, median:25 %: the largest change of an unchanged
-rerun of the CPU headline benchmarks measured here was 17.8 % (4 reruns, fp32/bf16 matmul, copy, triad,
-decode GEMMs). A deliberately 2x slower case must fail it; the unchanged rerun must pass.
+The threshold is the one the README gives for a shared CPU VM, median:110 %: unchanged reruns of the CPU
+headline benchmarks here slowed by up to 104 % (7 reruns within 3 minutes; a calmer hour: 18 %). A
+deliberately 3x slower case must fail it; the unchanged rerun must pass. The case sleeps, so the test itself
+does not depend on the machine's noise.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import subprocess
 import sys
 
-THRESHOLD = "median:25%"
+THRESHOLD = "median:110%"
 
 BENCH = """
 import os, time
@@ -48,7 +49,7 @@ def test_autosave_then_compare_fails_a_regression_and_passes_an_unchanged_rerun(
     base = run(tmp_path, 0.02, "--benchmark-autosave")
     assert base.returncode == 0, base.stdout + base.stderr
     assert list((tmp_path / "store").rglob("0001_*.json"))
-    slow = run(tmp_path, 0.04, "--benchmark-compare", f"--benchmark-compare-fail={THRESHOLD}")
+    slow = run(tmp_path, 0.06, "--benchmark-compare", f"--benchmark-compare-fail={THRESHOLD}")
     assert slow.returncode != 0
     assert "Performance has regressed" in slow.stdout + slow.stderr
     same = run(tmp_path, 0.02, "--benchmark-compare", f"--benchmark-compare-fail={THRESHOLD}")
