@@ -139,6 +139,7 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     )
     _print_matmul(doc, console)
     _print_collectives(doc, console)
+    _print_decode(doc, console)
     for (probe, _kind), (n, reason, same) in sorted(skip_reasons(doc).items()):
         console.print(f"  skipped {n} {probe} case(s): {reason}{'' if same else ' (first of them)'}")
     for m in doc.get("measurements", []):
@@ -317,3 +318,78 @@ def print_run_analysis(
             print_projection(hw, q, decode.project(hw, q, [1, 8, 32]), console)
         except (ModelConfigError, decode.ProjectionError) as exc:
             console.print(f"no decode projection for {model}: {exc}")
+
+
+def decode_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Measured decode tokens/s beside the projection from the same run's roofline (and the spec sheet's)."""
+    from analysis import decode, specs
+    from analysis.models import load_model
+
+    ms = [
+        m
+        for m in doc.get("measurements", [])
+        if m["probe"] == "decode" and m["status"] == "ok" and m.get("unit") == "tokens_per_s"
+    ]
+    if not ms:
+        return []
+    try:
+        measured_hw = decode.profile_from_run(doc)
+    except decode.ProjectionError:
+        measured_hw = None
+    name = (doc.get("devices") or [{}])[0].get("name", "")
+    key = specs.lookup(name) if (doc.get("devices") or [{}])[0].get("kind") == "gpu" else None
+    spec_hw = decode.profile_from_spec(specs.get(key)) if key else None
+    rows = []
+    for m in ms:
+        p = m["params"]
+        q = decode.Query(load_model(p["model"]), p["dtype"], None, 1, p["context"], 1)
+        row = {
+            "model": p["model"],
+            "dtype": p["dtype"],
+            "batch": p["batch"],
+            "context": p["context"],
+            "measured": m["value"],
+            "note": p.get("note", ""),
+        }
+        for label, hw in (("projected", measured_hw), ("spec", spec_hw)):
+            if hw is not None:
+                proj = p["batch"] / decode.decode_step(hw, q, p["batch"], p["context"] + 1).seconds
+                row[label] = proj
+                row[f"{label}_error"] = proj / m["value"] - 1
+        rows.append(row)
+    return rows
+
+
+def _print_decode(doc: dict[str, Any], console: Console) -> None:
+    rows = decode_rows(doc)
+    if not rows:
+        return
+    t = Table(title="Decode: measured tokens/s vs the projection from this run's roofline")
+    for col in (
+        "model",
+        "dtype",
+        "batch",
+        "context",
+        "measured tok/s",
+        "projected",
+        "error",
+        "spec-only",
+        "error ",
+    ):
+        t.add_column(col, justify="left" if col in ("model", "dtype") else "right")
+    for r in rows:
+        t.add_row(
+            r["model"],
+            r["dtype"],
+            str(r["batch"]),
+            str(r["context"]),
+            f"{r['measured']:.1f}",
+            f"{r['projected']:.1f}" if "projected" in r else "-",
+            f"{100 * r['projected_error']:+.0f}%" if "projected" in r else "-",
+            f"{r['spec']:.1f}" if "spec" in r else "-",
+            f"{100 * r['spec_error']:+.0f}%" if "spec" in r else "-",
+        )
+    console.print(t)
+    notes = {r["note"] for r in rows if r["note"]}
+    for n in notes:
+        console.print(f"  decode: {n}")

@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "hostlink": "probes.hostlink",
     "matmul": "probes.matmul",
     "collectives": "probes.collectives",
+    "decode": "probes.decode",
 }
 
 

@@ -199,6 +199,8 @@ def _op(
                 return ks.triton_write(x, WRITE_VALUE, block)
 
         def check() -> str | None:
+            if bool((x == WRITE_VALUE).all()):  # one pass; the chunked float64 report only for a failure
+                return None
             return compare(
                 x,
                 lambda lo, hi: ks.ref_write(WRITE_VALUE, lo, hi, x.device),

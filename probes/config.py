@@ -188,6 +188,17 @@ class BenchConfig:
     warmup_rounds: int = _opt(2, _non_negative)
 
 
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Real decode steps of a model-shaped network (probes.decode)."""
+
+    model: str = _opt("llama-3.1-8b", lambda name, v: _models(name, (v,)))
+    dtype: str = _opt("bf16", _choices("fp32", "bf16", "fp16"))
+    batches: tuple[int, ...] = _opt((1, 8, 32), _non_empty, _positive)
+    context: int = _opt(2048, _positive)  # tokens already in each request's KV cache
+    max_layers: int = _opt(0, _non_negative)  # 0: every layer; else run this many and scale by layer count
+
+
 SECTIONS: dict[str, type] = {
     "timing": TimingConfig,
     "bandwidth": BandwidthConfig,
@@ -195,6 +206,7 @@ SECTIONS: dict[str, type] = {
     "matmul": MatmulConfig,
     "collectives": CollectivesConfig,
     "bench": BenchConfig,
+    "decode": DecodeConfig,
 }
 DEVICE_KINDS = ("cpu", "gpu")
 
@@ -211,6 +223,7 @@ class RunConfig:
     matmul: MatmulConfig
     collectives: CollectivesConfig
     bench: BenchConfig
+    decode: DecodeConfig
     source: str
     device_kind: str | None = None  # "cpu" or "gpu" once the [profiles.NAME.<kind>] overrides are applied
 

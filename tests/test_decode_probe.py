@@ -1,0 +1,131 @@
+"""The decode probe's network: against a straightforward reference, and counted like the analysis counts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from helpers import fast_timing_toml
+
+import probes.decode as pd
+from analysis.models import ModelConfig, kv_bytes_per_token, load_model, parameter_count
+from probes.config import load_config
+from probes.context import Context
+from probes.device import Nvml
+
+TINY = ModelConfig(
+    name="tiny",
+    hidden=64,
+    intermediate=96,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    head_dim=16,
+    vocab=50,
+    tied_embeddings=False,
+    experts=1,
+    experts_per_token=1,
+)
+
+
+def rotate(t: torch.Tensor, pos: int, head_dim: int) -> torch.Tensor:
+    half = head_dim // 2
+    ang = pos / 10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    cos, sin = ang.cos(), ang.sin()
+    return torch.cat(
+        [t[..., :half] * cos - t[..., half:] * sin, t[..., half:] * cos + t[..., :half] * sin], -1
+    )
+
+
+def reference_step(m: pd.Decoder, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+    """Float64, one head and one sequence at a time, explicit softmax over every cached position."""
+    cfg = m.cfg
+    d = lambda t: t.double()  # noqa: E731
+    out = []
+    for b in range(tokens.shape[0]):
+        x = d(m.embed[tokens[b]])
+        for i, L in enumerate(m.layers):
+            h = x / torch.sqrt((x * x).mean() + 1e-6) * d(L["attn_norm"])
+            qkv = d(L["qkv"]) @ h
+            q = qkv[: cfg.heads * cfg.head_dim].view(cfg.heads, cfg.head_dim)
+            k = qkv[cfg.heads * cfg.head_dim : (cfg.heads + cfg.kv_heads) * cfg.head_dim].view(
+                cfg.kv_heads, cfg.head_dim
+            )
+            v = qkv[(cfg.heads + cfg.kv_heads) * cfg.head_dim :].view(cfg.kv_heads, cfg.head_dim)
+            half = cfg.head_dim // 2
+            ang = pos / 10000 ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim)
+            cos, sin = ang.cos(), ang.sin()
+
+            def rot(t):
+                return torch.cat(
+                    [t[..., :half] * cos - t[..., half:] * sin, t[..., half:] * cos + t[..., :half] * sin], -1
+                )
+
+            q, k = rot(q), rot(k)
+            keys = torch.cat([d(m.k_cache[i][b, :, :pos]), k[:, None]], dim=1)  # [kv, pos+1, hd]
+            vals = torch.cat([d(m.v_cache[i][b, :, :pos]), v[:, None]], dim=1)
+            heads = []
+            for hq in range(cfg.heads):
+                kv = hq // (cfg.heads // cfg.kv_heads)
+                scores = keys[kv] @ q[hq] / math.sqrt(cfg.head_dim)
+                w = torch.exp(scores - scores.max())
+                heads.append((w / w.sum()) @ vals[kv])
+            x = x + d(L["o"]) @ torch.cat(heads)
+            h = x / torch.sqrt((x * x).mean() + 1e-6) * d(L["mlp_norm"])
+            gate, up = (d(L["gate_up"]) @ h).chunk(2)
+            x = x + d(L["down"]) @ (gate * torch.sigmoid(gate) * up)
+        x = x / torch.sqrt((x * x).mean() + 1e-6) * d(m.final_norm)
+        out.append(d(m.lm_head) @ x)
+    return torch.stack(out)
+
+
+def test_decoder_matches_a_straightforward_reference():
+    m = pd.build(TINY, TINY.layers, batch=3, max_seq=9, dtype=torch.float32, device=torch.device("cpu"))
+    pos = 7  # seven cached positions, the new token at index 7
+    k_before = [c.clone() for c in m.k_cache]
+    tokens = torch.tensor([3, 17, 42])
+    expected = reference_step(m, tokens, pos)
+    m.k_cache = k_before  # the reference read the caches before the probe's step writes position 7
+    got = pd.step(m, tokens, pos)
+    assert torch.allclose(got.double(), expected, rtol=1e-4, atol=1e-4), (got.double() - expected).abs().max()
+    assert not torch.equal(
+        m.k_cache[0][:, :, pos], k_before[0][:, :, pos].clone().zero_()
+    )  # it wrote K at pos
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "llama-3.2-1b"])
+def test_built_network_counts_equal_the_analysis_counts(name):
+    cfg = load_model(name)
+    # a meta-device build: shapes only, so the real sizes can be counted without the memory
+    m = pd.build(cfg, cfg.layers, batch=1, max_seq=4, dtype=torch.bfloat16, device=torch.device("meta"))
+    assert m.parameter_count() == parameter_count(cfg)
+    assert m.kv_bytes_per_token() == kv_bytes_per_token(cfg, 2)
+
+
+def test_probe_runs_scaled_layers_and_reports_tokens_per_s(tmp_path):
+    cfg_json = {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 1000,
+        "tie_word_embeddings": True,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg_json))
+    toml = (
+        fast_timing_toml(0.05)
+        + f'[decode]\nmodel = "{tmp_path / "config.json"}"\ndtype = "fp32"\nbatches = [1, 4]\ncontext = 32\nmax_layers = 2\n[profiles.t]\nprobes = ["decode"]\n'
+    )
+    (tmp_path / "b.toml").write_text(toml)
+    cfg = load_config(tmp_path / "b.toml")
+    ctx = Context(cfg=cfg, devices=[torch.device("cpu")], nvml=Nvml())
+    ms = pd.run(cfg, ctx)
+    assert [m.params["batch"] for m in ms] == [1, 4]
+    for m in ms:
+        assert m.status == "ok" and m.unit == "tokens_per_s" and m.verification["status"] == "passed"
+        assert m.params["scaled"] and "ran 2 of 6 layers" in m.params["note"]
+        assert m.value == pytest.approx(m.params["batch"] / m.params["step_seconds"])
+        assert m.params["step_seconds"] > m.params["measured_seconds"]  # 6 layers cost more than the 2 run
