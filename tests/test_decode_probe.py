@@ -54,16 +54,7 @@ def reference_step(m: pd.Decoder, tokens: torch.Tensor, pos: int) -> torch.Tenso
                 cfg.kv_heads, cfg.head_dim
             )
             v = qkv[(cfg.heads + cfg.kv_heads) * cfg.head_dim :].view(cfg.kv_heads, cfg.head_dim)
-            half = cfg.head_dim // 2
-            ang = pos / 10000 ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim)
-            cos, sin = ang.cos(), ang.sin()
-
-            def rot(t):
-                return torch.cat(
-                    [t[..., :half] * cos - t[..., half:] * sin, t[..., half:] * cos + t[..., :half] * sin], -1
-                )
-
-            q, k = rot(q), rot(k)
+            q, k = rotate(q, pos, cfg.head_dim), rotate(k, pos, cfg.head_dim)
             keys = torch.cat([d(m.k_cache[i][b, :, :pos]), k[:, None]], dim=1)  # [kv, pos+1, hd]
             vals = torch.cat([d(m.v_cache[i][b, :, :pos]), v[:, None]], dim=1)
             heads = []

@@ -49,6 +49,10 @@ def test_plain_probes_all_runs_the_quick_profile_on_the_cpu(tmp_path):
     assert "verdicts: none (CPU figures" in r.stdout
     assert path.with_name(path.stem + "_roofline.png").read_bytes()[:4] == b"\x89PNG"
     assert "qwen2.5-0.5b fp32 weights" in r.stdout
+    # real decode steps beside the projection from this run's roofline, batch 1, 4 and 16
+    assert "Decode: measured tokens/s vs the projection" in r.stdout
+    decode = [m for m in doc["measurements"] if m["probe"] == "decode" and m["status"] == "ok"]
+    assert sorted(m["params"]["batch"] for m in decode) == [1, 4, 16]
     assert any("STREAM" in n for n in doc["notes"]) and any("2*M*N*K" in n for n in doc["notes"])
     assert not [m for m in doc["measurements"] if m["status"] == "error"]
     assert doc["devices"][0]["kind"] == "cpu"
