@@ -32,6 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     roof.add_argument(
         "-o", "--output", type=Path, default=None, help="PNG path (default: beside the run document)"
     )
+    aud = sub.add_parser(
+        "audit", help="audit throughput claims against the physical bound and our projection"
+    )
+    aud.add_argument("claims", type=Path)
+    cro = sub.add_parser("crossover", help="tokens/s and $/M tokens of two GPU setups across batch sizes")
+    cro.add_argument("--model", required=True)
+    cro.add_argument("--a", required=True, help="GPU_KEY_OR_RUN.json:DTYPE:TP[:PRICE_PER_GPU_HOUR]")
+    cro.add_argument("--b", required=True)
+    cro.add_argument("--batch", default="1,2,4,8,16,32,64,128,256")
+    cro.add_argument("--input-len", type=int, default=1024)
+    cro.add_argument("--output-len", type=int, default=256)
+    cro.add_argument("-o", "--output", type=Path, default=Path("crossover.png"))
+    flt = sub.add_parser("fleet", help="one row per node; nodes outside the fleet's robust band flagged")
+    flt.add_argument("runs", type=Path, nargs="+", help="run documents, or folders of them")
     cmp_ = sub.add_parser("compare", help="two run documents, headline by headline; exit 1 on a regression")
     cmp_.add_argument("old", type=Path)
     cmp_.add_argument("new", type=Path)
@@ -72,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         return _project(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command in ("audit", "crossover", "fleet"):
+        from analysis.planning import PlanningError
+
+        try:
+            return {"audit": _audit, "crossover": _crossover, "fleet": _fleet}[args.command](args)
+        except PlanningError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         doc = load(args.run)
     except RunDocumentError as exc:
@@ -113,6 +135,122 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run}: no bandwidth measurements to plot", file=sys.stderr)
         return 2
     print(path)
+    return 0
+
+
+def _console():
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=140)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from analysis import planning, specs
+    from analysis.models import ModelConfigError
+
+    rows = []
+    for i, c in enumerate(planning.load_claims(args.claims), 1):
+        try:
+            rows.append(planning.audit_claim(c))
+        except (specs.UnknownGPU, ModelConfigError, ValueError) as exc:
+            msg = exc.args[0] if exc.args else str(exc)
+            raise planning.PlanningError(f"{args.claims}: claim {i} ({c['name']}): {msg}") from None
+    t = Table(title=f"Claims audit: {args.claims}")
+    for col in ("claim", "counts", "claimed tok/s", "physical bound", "our projection", "verdict", "why"):
+        t.add_column(
+            col, justify="right" if "tok" in col or col in ("physical bound", "our projection") else "left"
+        )
+    colors = {"impossible": "red", "optimistic": "yellow", "plausible": "green", "conservative": "cyan"}
+    for r in rows:
+        c = colors[r["verdict"]]
+        t.add_row(
+            r["name"],
+            r["counts"],
+            f"{r['claimed']:.0f}",
+            f"{r['bound']:.0f}",
+            f"{r['projected']:.0f}",
+            f"[{c}]{r['verdict']}[/{c}]",
+            r["why"],
+        )
+    _console().print(t)
+    return 0
+
+
+def _crossover(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from analysis import planning
+
+    planning.model_check(args.model)
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        raise planning.PlanningError(f"--batch {args.batch!r}: expected comma-separated integers") from None
+    if not batches or min(batches) <= 0:
+        raise planning.PlanningError("--batch: batch sizes must be positive")
+    sides = [planning.parse_side(args.a), planning.parse_side(args.b)]
+    try:
+        rows = [planning.curve(s, args.model, batches, args.input_len, args.output_len) for s in sides]
+    except Exception as exc:  # a TP that does not divide the heads, and the like
+        raise planning.PlanningError(exc.args[0] if exc.args else str(exc)) from None
+    t = Table(title=f"{args.model}: A = {sides[0].label}, B = {sides[1].label}")
+    for col in ("batch", "A tok/s", "A $/M", "B tok/s", "B $/M", "A/B"):
+        t.add_column(col, justify="right")
+    for ra, rb in zip(*rows, strict=True):
+
+        def cost(r):
+            c = r["cost_per_million_output_tokens"]
+            return "-" if c is None else f"{c:.2f}{'' if r['fits'] else '*'}"
+
+        t.add_row(
+            str(ra["batch"]),
+            f"{ra['output_tokens_per_s']:.0f}",
+            cost(ra),
+            f"{rb['output_tokens_per_s']:.0f}",
+            cost(rb),
+            f"{ra['output_tokens_per_s'] / rb['output_tokens_per_s']:.2f}",
+        )
+    console = _console()
+    console.print(t)
+    x = planning.crossover(*rows)
+    console.print(
+        f"crossover: A reaches B's tokens/s at batch {x}"
+        if x
+        else "crossover: A never reaches B's tokens/s in this batch range"
+    )
+    console.print("(* over KV capacity)")
+    print(planning.plot_crossover(sides, rows, args.model, args.output))
+    return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from analysis import planning
+    from analysis.units import display
+
+    docs, problems = planning.load_fleet(args.runs)
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if not docs:
+        raise planning.PlanningError("no readable run document among the inputs")
+    figures, rows, medians = planning.fleet(docs)
+    units = {f"{s['name']} [{s['device']}]": s["unit"] for _, d in docs for s in d.get("summary", [])}
+    t = Table(title=f"Fleet of {len(rows)} node(s): flagged outside median +- max(3 x MAD, 10 %)")
+    t.add_column("node")
+    for f in figures:
+        t.add_column(f, justify="right")
+    t.add_column("flags")
+    for r in rows:
+        t.add_row(
+            f"{r['host']} {r['device']} ({r['file']})",
+            *(" ".join(display(r["values"].get(f), units[f])) for f in figures),
+            "; ".join(r["flags"]) or "ok",
+        )
+    t.add_row("fleet median", *(" ".join(display(medians[f], units[f])) for f in figures), "")
+    _console().print(t)
     return 0
 
 
