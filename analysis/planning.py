@@ -200,10 +200,9 @@ def plot_crossover(sides: list[Side], rows: list[list[dict[str, Any]]], model: s
     ax.set_title(f"{model}: tokens/s vs batch (x: over KV capacity)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from analysis.plots import save
+
+    return save(fig, path)
 
 
 # ---- fleet ------------------------------------------------------------------------------------------------

@@ -96,13 +96,13 @@ def plot_bandwidth(doc: dict[str, Any], path: str | Path) -> Path | None:
         ax.set_ylim(bottom=0)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.text(
-        0.01,
-        0.005,
-        "bytes counted as STREAM: copy = read + write, triad = 2 reads + 1 write",
-        fontsize=7,
-        color="grey",
-    )
+    return save(fig, path, "bytes counted as STREAM: copy = read + write, triad = 2 reads + 1 write")
+
+
+def save(fig: Any, path: str | Path, footnote: str = "") -> Path:
+    """Every gpuprobe PNG: a grey footnote saying how the figure counts, tight layout, 110 dpi, closed."""
+    if footnote:
+        fig.text(0.01, 0.005, footnote, fontsize=7, color="grey")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

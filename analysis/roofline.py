@@ -156,15 +156,8 @@ def plot(roof: Roofline, path: str | Path, title: str, spec: Any = None) -> Path
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.text(
-        0.01,
-        0.005,
-        "points: measured GEMMs (o decode-shaped, ^ square); roof: best DRAM plateau x intensity",
-        fontsize=7,
-        color="grey",
+    from analysis.plots import save
+
+    return save(
+        fig, path, "points: measured GEMMs (o decode-shaped, ^ square); roof: best DRAM plateau x intensity"
     )
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
