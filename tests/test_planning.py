@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -147,12 +148,10 @@ probes = ["matmul"]
 )
 
 
-@pytest.mark.slow
-def test_fleet_flags_the_slow_node_among_five_real_runs(tmp_path, capsys):
-    """Five real CPU runs; one node honestly slower: it has one thread where the others have two."""
+def _fleet_runs(tmp_path, attempt: int):
     cfg = tmp_path / "f.toml"
     cfg.write_text(TINY_FLEET)
-    out = tmp_path / "runs"
+    out = tmp_path / f"runs{attempt}"
     for i in range(5):
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         env["OMP_NUM_THREADS"] = "1" if i == 2 else "2"
@@ -175,17 +174,34 @@ def test_fleet_flags_the_slow_node_among_five_real_runs(tmp_path, capsys):
             timeout=300,
         )
         assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_fleet_flags_the_slow_node_among_five_real_runs(tmp_path, capsys):
+    """Five real CPU runs; one node honestly slower: it has one thread where the others have two.
+
+    This VM's speed can halve for minutes (see README): when the four two-thread nodes themselves spread by
+    more than 20 %, the fleet cannot tell an outlier from the weather, so the runs are repeated (3 tries).
+    """
+    for attempt in range(3):
+        out = _fleet_runs(tmp_path, attempt)
+        docs, problems = planning.load_fleet(sorted(out.glob("n*")))
+        assert len(docs) == 5 and not problems
+        normal = [d["summary"][0]["value"] for _, d in docs if d["host"]["torch_threads"] == 2]
+        if (max(normal) - min(normal)) / statistics.median(normal) <= 0.20:
+            break
+    else:
+        pytest.skip(f"the VM spread exceeded 20 % in 3 tries (last: {normal})")
     (out / "n9").mkdir()
     (out / "n9" / "broken.json").write_text('{"schema": "gpuprobe.run/1", "tool"')
     docs, problems = planning.load_fleet(sorted(out.glob("n*")))
     assert len(docs) == 5 and len(problems) == 1 and "broken.json" in problems[0]
     _figures, rows, _medians = planning.fleet(docs)
-    flagged = [r["file"] for r in rows if r["flags"]]
-    slow = next(r for r in rows if r["flags"])
-    assert len(flagged) == 1 and slow["flags"][0].startswith("matmul_peak_fp32_torch")
-    # the one-thread node is the flagged one, and it is really about half as fast
-    slow_doc = next(d for p, d in docs if p.name == slow["file"])
-    assert slow_doc["host"]["torch_threads"] == 1
+    flagged = [r for r in rows if r["flags"]]
+    assert len(flagged) == 1 and flagged[0]["flags"][0].startswith("matmul_peak_fp32_torch")
+    slow_doc = next(d for p, d in docs if p.name == flagged[0]["file"])
+    assert slow_doc["host"]["torch_threads"] == 1  # the one-thread node is the flagged one
     folders = [str(p) for p in sorted(out.glob("n*"))]
     assert analysis_main(["fleet", *folders]) == 0
     captured = capsys.readouterr()
