@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, fast_timing_toml
+from helpers import REPO
 
 from analysis import planning
 from analysis.__main__ import main as analysis_main
@@ -134,18 +134,23 @@ def test_crossover_bad_sides(capsys, args, expected):
     assert expected in capsys.readouterr().err
 
 
-TINY_FLEET = (
-    fast_timing_toml(0.1)
-    + """
+# Long enough per node (20 repetitions at least, 1 s) that a short burst on a shared host does not move it.
+TINY_FLEET = """
+[timing]
+warmup_s = 0.2
+min_reps = 20
+max_reps = 2000
+target_rse = 0.001
+case_budget_s = 1.0
 [matmul]
 dtypes = ["fp32"]
 variants = ["torch"]
-square_sizes = [256, 512]
+square_sizes = [512]
 decode_models = []
+first_warmup_s = 0.0
 [profiles.f]
 probes = ["matmul"]
 """
-)
 
 
 def _fleet_runs(tmp_path, attempt: int):
