@@ -309,7 +309,8 @@ def load_config(
         with open(p, "rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file") from None
+        hint = "" if path is not None else " (run from the repository, or pass --config PATH)"
+        raise ConfigError(f"{p}: no such file{hint}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: TOML syntax error: {exc}") from None
     except OSError as exc:
