@@ -22,7 +22,7 @@ from typing import Any
 
 from probes import REGISTRY, probe_module
 from probes.config import REPO_ROOT, ConfigError, RunConfig, load_config
-from probes.results import default_path, headline_summary, new_document, utc_now, write_atomic
+from probes.results import default_path, error_line, headline_summary, new_document, utc_now, write_atomic
 
 EXIT_BAD_INPUT = 2
 
@@ -184,7 +184,7 @@ def record_probe(
         if note and note not in doc["notes"]:
             doc["notes"].append(note)
     else:
-        msg = f"probe {name} failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        msg = f"probe {name} failed: {error_line(exc)}"
         doc["errors"].append(msg)
         doc["probes"][name] = {"status": "failed", "seconds": seconds, "error": msg}
     doc["summary"] = headline_summary(doc["measurements"])

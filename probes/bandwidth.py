@@ -25,7 +25,7 @@ import torch
 
 from analysis.units import fmt_bytes
 from probes.config import BandwidthConfig
-from probes.context import Context, free_memory_bytes, measure_case, skipped
+from probes.context import Context, error_line, free_memory_bytes, measure_case, skipped
 from probes.results import Measurement
 from probes.timing import cache_bytes
 from probes.verify import compare, poison, tolerance
@@ -101,7 +101,7 @@ def _run_device(ctx: Context, device: torch.device) -> list[Measurement]:
         try:
             buf = torch.empty(ws // elem, dtype=dtype, device=device)
         except torch.OutOfMemoryError as exc:
-            error = f"out of memory allocating {ws} B: {str(exc).splitlines()[0]}"
+            error = f"out of memory allocating {ws} B: {error_line(exc)}"
             out.extend(_skip_all(ctx, device, cases, base, error, status="error"))
             continue
         for pattern, variant in cases:

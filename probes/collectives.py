@@ -38,7 +38,7 @@ import torch
 from analysis.formulas import alg_bandwidth, bus_bandwidth
 from analysis.units import fmt_bytes
 from probes.config import CollectivesConfig, ConfigError, RunConfig
-from probes.context import Context, concurrently, measure_case, skipped
+from probes.context import Context, concurrently, error_line, measure_built, measure_case, skipped
 from probes.results import Measurement
 from probes.verify import compare, poison, tolerance
 
@@ -334,7 +334,7 @@ def _spawned_worker(
                 (
                     "error",
                     rank,
-                    f"rank {rank}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                    f"rank {rank}: {error_line(exc)}",
                 )
             )
     q.close()
@@ -600,34 +600,8 @@ def p2p_matrix(ctx: Context, gpus: list[torch.device]) -> list[Measurement]:
                     "size_bytes": nbytes,
                     "link": link,
                 }
-                try:
-                    fn, check, reset, moved = _p2p_case(a, b, nbytes, direction)
-                except Exception as exc:
-                    out.append(
-                        skipped(
-                            NAME,
-                            case,
-                            a,
-                            params,
-                            f"{type(exc).__name__}: {exc}".splitlines()[0],
-                            status="error",
-                        )
-                    )
-                    continue
-                out.append(
-                    measure_case(
-                        ctx,
-                        probe=NAME,
-                        case=case,
-                        device=a,
-                        params=params,
-                        fn=fn,
-                        check=check,
-                        poison=reset,
-                        bytes_moved=moved,
-                    )
-                )
-                del fn, check, reset
+                build = lambda a=a, b=b, direction=direction: _p2p_case(a, b, nbytes, direction)  # noqa: E731
+                out.append(measure_built(ctx, probe=NAME, case=case, device=a, params=params, build=build))
     return out
 
 

@@ -19,7 +19,7 @@ import torch
 
 from probes.config import ConfigError, RunConfig, TimingConfig
 from probes.device import Nvml, TelemetrySampler
-from probes.results import Measurement
+from probes.results import Measurement, error_line
 from probes.timing import Agree, CacheFlush, synchronize, time_fn
 
 
@@ -83,6 +83,44 @@ class Context:
         return self.flushes[key]
 
 
+Built = tuple[Callable[[], Any], Callable[[], str | None], Callable[[], None], int]
+
+
+def measure_built(
+    ctx: Context,
+    *,
+    probe: str,
+    case: str,
+    device: torch.device,
+    params: dict[str, Any],
+    build: Callable[[], Built],
+    **kwargs: Any,
+) -> Measurement:
+    """`measure_case` for a case whose buffers are made by `build()` -> (fn, check, poison, bytes moved).
+
+    Making the buffers can fail on its own (pinned memory over `ulimit -l`, out of memory, no peer access):
+    that is recorded as the case's error, and the buffers are released before the next case.
+    """
+    try:
+        fn, check, poison, moved = build()
+    except Exception as exc:
+        ctx.progress(f"{probe}: {case}")
+        _release(device)
+        return skipped(probe, case, device, params, error_line(exc), status="error")
+    return measure_case(
+        ctx,
+        probe=probe,
+        case=case,
+        device=device,
+        params=params,
+        fn=fn,
+        check=check,
+        poison=poison,
+        bytes_moved=moved,
+        **kwargs,
+    )
+
+
 def skipped(
     probe: str, case: str, device: torch.device, params: dict[str, Any], reason: str, status: str = "skipped"
 ) -> Measurement:
@@ -136,12 +174,12 @@ def measure_case(
                 m.verification = {"status": "passed"}
     except torch.OutOfMemoryError as exc:
         _release(device)
-        m.status, m.error = "error", f"out of memory: {str(exc).splitlines()[0]}"
+        m.status, m.error = "error", f"out of memory: {error_line(exc).split(': ', 1)[-1]}"
         return m
     except Exception as exc:
         _release(device)
         m.status = "error"
-        m.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        m.error = error_line(exc)
         m.verification = {"status": "not-run", "traceback": traceback.format_exc(limit=4)}
         return m
     median = timing_result.stats.median_s

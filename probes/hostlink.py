@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from analysis.units import fmt_bytes
-from probes.context import Context, concurrently, measure_case, skipped
+from probes.context import Context, concurrently, measure_built, skipped
 from probes.results import Measurement
 from probes.verify import compare, poison
 
@@ -56,29 +56,22 @@ def _run_gpu(ctx: Context, device: torch.device) -> list[Measurement]:
             for direction in h.directions:
                 params = {"size_bytes": size, "memory": memory, "direction": direction}
                 case = f"{direction}/{memory}/{fmt_bytes(size)}"
-                try:
-                    fn, check, poison_fn, moved = _copy_case(device, size, memory == "pinned", direction)
-                except Exception as exc:  # pinning can fail (ulimit -l, container limits), or OOM
-                    error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                    out.append(skipped(NAME, case, device, params, error, status="error"))
-                    continue
+                # pinning can fail (ulimit -l, container limits): measure_built records it
                 out.append(
-                    measure_case(
+                    measure_built(
                         ctx,
                         probe=NAME,
                         case=case,
                         device=device,
                         params=params,
-                        fn=fn,
-                        check=check,
-                        poison=poison_fn,
-                        bytes_moved=moved,
+                        build=lambda size=size, memory=memory, direction=direction: _copy_case(
+                            device, size, memory == "pinned", direction
+                        ),
                         headline=f"host_link_{direction}_{memory}"
                         if size == largest and memory == "pinned"
                         else None,
                     )
                 )
-                del fn, check, poison_fn
         torch.cuda.empty_cache()
     return out
 

@@ -45,7 +45,7 @@ import torch
 from analysis.formulas import arithmetic_intensity, gemm_bytes, gemm_flops
 from analysis.models import decode_linears, load_model
 from probes.config import MatmulConfig
-from probes.context import Context, free_memory_bytes, measure_case, skipped
+from probes.context import Context, error_line, free_memory_bytes, measure_case, skipped
 from probes.results import Measurement
 from probes.verify import compare, poison
 
@@ -391,7 +391,7 @@ class _DeviceRun:
                 ops = make_operands(spec, 32, 32, 32, self.device)
                 matmul_op(spec, variant, ops)()
         except Exception as exc:  # e.g. a torch build without row-wise FP8 scaling on this architecture
-            return f"torch cannot run {dtype} ({variant}) on this device: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            return f"torch cannot run {dtype} ({variant}) on this device: {error_line(exc)}"
         return None
 
     def measure(self, case: Case, ops: Operands | None = None) -> Measurement:

@@ -51,6 +51,12 @@ class Measurement:
         return asdict(self)
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one line for the run document: its type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
