@@ -1,21 +1,33 @@
-"""LLM decode projection: tokens/s, TTFT, KV capacity and $ per million tokens from a hardware profile.
+"""LLM decode projection: tokens/s, TTFT, KV capacity and $ per million tokens, from what a step costs.
 
-A decode step reads every weight once (MoE: the experts the batch touches), reads the KV cache of every
-request, and runs each GEMM at M = batch. Each op is placed on the roofline on its own, time =
-max(FLOPs / compute, bytes / bandwidth), and the step is the SUM over ops (not one global max), plus two
-all-reduces per layer of batch x hidden activations under tensor parallelism. Per GPU, TP degree t:
+A decode step is a sequence of kernels, and its time is their sum. Per layer, on one of t tensor-parallel
+ranks, at batch B and context S:
 
-    weight bytes  = parameters read per step x bytes per weight / t
-    KV bytes      = B x S x 2 x layers x kv_heads x head_dim x bytes per KV element / t
+    GEMMs       qkv, o, gate_up, down at M = B in the weight format: the time the node measured for that
+                shape and format (matmul probe, interpolated in M), else bytes / (bandwidth x the format's
+                small-M fraction) or FLOPs / (peak x efficiency), whichever is longer
+    attention   reads K and V: B x S x 2 x kv_heads/t x head_dim x KV bytes, at the attention bandwidth the
+                node measured (decode probe), else bandwidth x the attention fraction
+    small ops   norms, RoPE, cache writes, activation: ops per layer x the per-op overhead (eager launch or
+                dispatch; per kernel inside a CUDA graph with --cuda-graphs, where engines also fuse them)
+    all-reduce  two per layer of B x hidden x 2 bytes: the measured curve, else latency + bytes x 2(t-1)/t / busbw
+and once per step the LM head GEMM (weight-only, fp8 and int8 models keep it in bf16, as serving engines do),
+the final norm and sampling (ops_head x overhead, B x vocab logits read). Every GEMM also pays at least one
+op's overhead (a launch that outlasts a tiny kernel). MoE: every touched expert's weights are read once;
+tokens split across them. The step's split is reported: weights (memory-bound GEMMs), KV/attention, compute
+(compute-bound GEMMs), overhead, communication.
+
     output tok/s  = B / step time
     serving total = B x (in + out) / (prefill time + out x step time at the mean context)   (vLLM's count)
     $ / M tokens  = price per GPU-hour x GPUs / output tok/s x 1e6 / 3600
 
-Hardware profiles: `--run RUN.json` (measured ceilings and, where the run swept the same GEMM shape, its
-measured time at each M), `--gpu KEY` (spec sheet x the default efficiencies below) or `--gpu KEY --ideal`
-(100 % of the sheet: the physical bound no real system reaches).
+Weight formats: fp32, bf16, fp16, fp8 (W8A8), int8 (W8A8), int8-wo and int4-wo (weight-only, bf16
+activations; int4 carries a bf16 scale and zero per `group_size` weights). KV cache: fp32, bf16, fp16, fp8,
+int8. Hardware profiles: `--run RUN.json` (measured: every part above that the run measured),
+`--gpu KEY` (the sheet x the database's published microbenchmark fractions: analysis/data/gpus.toml
+[decode]) or `--gpu KEY --ideal` (100 % of the sheet, no overheads: the bound no real system reaches).
 
-    python -m analysis project --gpu l40s --model llama-3.1-70b --dtype fp8 --tp 2 --batch 1,8,32
+    python -m analysis project --gpu h100-sxm5-80gb --model llama-3.1-8b --dtype int4-wo --cuda-graphs
 """
 
 from __future__ import annotations
@@ -28,13 +40,17 @@ from typing import Any
 
 from analysis import specs
 from analysis.collectives import Curve, curves
-from analysis.formulas import bus_bandwidth, gemm_bytes, gemm_flops
-from analysis.headline import dtype_family, headlines
-from analysis.models import ModelConfig, decode_linears, experts_touched, kv_bytes_per_token, parameter_count
+from analysis.formulas import bus_bandwidth, gemm_flops
+from analysis.headline import compute_family, dtype_family, headlines
+from analysis.models import ModelConfig, decode_linears, experts_touched, parameter_count
 from analysis.specs import GPUSpec
 
-BYTES_PER_WEIGHT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-ACT_BYTES = 2.0  # activations and all-reduce payloads stay 16-bit
+FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int8-wo", "int4-wo")
+KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
+ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+BYTES_PER_WEIGHT = {**ELEMENT_BYTES, "int8-wo": 1.0, "int4-wo": 0.5}  # before scales
+GROUP_SIZES = (32, 64, 128, 256)
+TORCH_KV_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 MEMORY_RESERVE = 0.10  # of device memory kept for activations, the CUDA context and fragmentation
 
@@ -43,26 +59,45 @@ class ProjectionError(ValueError):
     """Inputs that cannot be projected (TP not dividing heads, batch <= 0, a run without the figures)."""
 
 
+def weight_bytes(fmt: str, group_size: int = 128) -> float:
+    """Bytes per weight read, scales included: int4-wo adds a bf16 scale and zero per group."""
+    return BYTES_PER_WEIGHT[fmt] + (4.0 / group_size if fmt == "int4-wo" else 0.0)
+
+
+def activation_dtype(fmt: str) -> str:
+    return fmt if fmt in ("fp32", "fp16") else "bf16"
+
+
+def head_format(fmt: str) -> str:
+    """The LM head's format: quantized models keep it in 16 bits (vLLM, TensorRT-LLM, AWQ/GPTQ checkpoints)."""
+    return fmt if fmt in ("fp32", "bf16", "fp16") else activation_dtype(fmt)
+
+
 @dataclass
 class HardwareProfile:
-    """Effective ceilings of one GPU (what a kernel can expect, not the sheet unless `ideal`)."""
+    """What one GPU (or CPU) delivers to each part of a decode step (see the module docstring)."""
 
     name: str
     source: str
     memory_bytes: float
-    bandwidth_bytes_per_s: float
-    flop_per_s: dict[str, float]  # per compute dtype: fp32, bf16, fp16, fp8, int8
+    bandwidth_bytes_per_s: float  # copy bandwidth: the roof of every memory-bound part
+    flop_per_s: dict[str, float]  # per compute family: fp32, bf16, fp16, fp8, int8
     link_bytes_per_s: float | None  # per direction, achievable all-reduce busbw
     allreduce_latency_s: float
     allreduce_curve: Curve | None = None
+    # GEMMs the node measured: (n, k, format) -> [(m, seconds)]
     measured_gemm: dict[tuple[int, int, str], list[tuple[int, float]]] = field(default_factory=dict)
-    gemm_efficiency: Callable[[int, str], float] = field(
-        default=lambda m, fam: 1.0
-    )  # fitted small-M fraction
+    # fraction of the roofline a GEMM of a format reaches at M (measured on the node, or the database's)
+    gemm_fraction: Callable[[str, int], float] = field(default=lambda fmt, m: 1.0)
+    op_seconds: dict[str, float] = field(default_factory=dict)  # "eager" / "graph": seconds per small op
+    attention: dict[str, Curve] = field(default_factory=dict)  # per KV dtype: KV bytes -> seconds
+    # of the copy bandwidth per KV dtype, where no attention curve was measured (missing: 1.0)
+    attention_fraction: dict[str, float] = field(default_factory=dict)
+    kernels: dict[str, int] = field(default_factory=dict)  # ops_per_layer / ops_head, eager and graph
 
-    def compute(self, dtype: str) -> float:
-        if dtype in self.flop_per_s:
-            return self.flop_per_s[dtype]
+    def compute(self, family: str) -> float:
+        if family in self.flop_per_s:
+            return self.flop_per_s[family]
         return self.flop_per_s.get("bf16") or self.flop_per_s.get("fp16") or max(self.flop_per_s.values())
 
     def allreduce_s(self, size_bytes: float, tp: int) -> float:
@@ -78,6 +113,16 @@ class HardwareProfile:
             + size_bytes * bus_bandwidth("all_reduce", 1.0, tp) / self.link_bytes_per_s
         )
 
+    def attention_s(self, kv: str, nbytes: float, flops: float) -> float:
+        curve = self.attention.get(kv)
+        if curve is None and self.attention:  # another KV dtype measured: the same kernel, other bytes
+            curve = max(self.attention.values(), key=lambda c: c.sizes_bytes[-1])
+        if curve is not None:
+            mem = curve.seconds(nbytes)
+        else:
+            mem = nbytes / (self.bandwidth_bytes_per_s * self.attention_fraction.get(kv, 1.0))
+        return max(mem, flops / self.compute("bf16"))
+
 
 def default_pcie_bytes_per_s(generation: int | None) -> float:
     """Per-direction x16 rate of a PCIe generation; the database's default generation where none is known."""
@@ -85,31 +130,63 @@ def default_pcie_bytes_per_s(generation: int | None) -> float:
     return rate or specs.pcie_bytes_per_s_per_direction(specs.defaults()["host_pcie_generation"])
 
 
+def _fraction_table(table: dict[str, Any]) -> Callable[[str, int], float]:
+    """A format's fraction of the roofline at M from {format: {M: fraction}} (log-M interpolation)."""
+
+    def fraction(fmt: str, m: int) -> float:
+        points = table.get(fmt) or table.get(compute_family(fmt)) or table.get("bf16")
+        if not points:
+            return 1.0
+        ms = sorted(int(x) for x in points)
+        ys = [float(points[str(x)] if str(x) in points else points[x]) for x in ms]
+        if m <= ms[0]:
+            return ys[0]
+        if m >= ms[-1]:
+            return ys[-1]
+        for (m0, y0), (m1, y1) in itertools.pairwise(zip(ms, ys, strict=True)):
+            if m0 <= m <= m1:
+                f = (math.log(m) - math.log(m0)) / (math.log(m1) - math.log(m0))
+                return y0 + f * (y1 - y0)
+        return ys[-1]  # pragma: no cover
+
+    return fraction
+
+
 def profile_from_spec(spec: GPUSpec, ideal: bool = False) -> HardwareProfile:
-    # the spec database's default efficiencies (published microbenchmark fractions), or 100 % for the bound
-    eff = specs.default_efficiency()
-    eff = {k: 1.0 for k in eff} if ideal else eff
+    """The sheet x the database's published microbenchmark fractions (or 100 % and no overheads: ideal)."""
+    d = specs.decode_defaults(spec)
     flops = {}
-    for d in ("fp32", "bf16", "fp16", "fp8", "int8"):
-        peak = spec.flop_per_s(d)
+    for fam in ("fp32", "bf16", "fp16", "fp8", "int8"):
+        peak = spec.flop_per_s(fam)
         if peak:
-            flops[d] = peak * eff.get(d, eff["bf16"])
+            flops[fam] = peak * (
+                1.0 if ideal else d["compute_fraction"].get(fam, d["compute_fraction"]["bf16"])
+            )
     link = spec.link_bytes_per_s_per_direction
+    link_kind = "nvlink" if link else "pcie"
     if link is None:  # no NVLink: all-reduce goes over PCIe
         link = default_pcie_bytes_per_s(spec.pcie_generation)
+    copy = 1.0 if ideal else d["copy_fraction"]
     return HardwareProfile(
         name=spec.key,
-        source="spec sheet (100 %, the physical bound)" if ideal else "spec sheet x default efficiencies",
+        source="spec sheet (100 %, the physical bound)"
+        if ideal
+        else "spec sheet x published microbenchmark fractions",
         memory_bytes=spec.memory_bytes,
-        bandwidth_bytes_per_s=spec.memory_bytes_per_s * eff["memory"],
+        bandwidth_bytes_per_s=spec.memory_bytes_per_s * copy,
         flop_per_s=flops,
-        link_bytes_per_s=link * eff["link"],
-        allreduce_latency_s=0.0 if ideal else specs.defaults()["allreduce_latency_s"],
+        link_bytes_per_s=link * (1.0 if ideal else d["link_fraction"]),
+        allreduce_latency_s=0.0 if ideal else d["allreduce_latency_s"][link_kind],
+        gemm_fraction=(lambda fmt, m: 1.0) if ideal else _fraction_table(d["gemm_fraction"]),
+        op_seconds={"eager": 0.0, "graph": 0.0} if ideal else dict(d["op_seconds"]),
+        attention_fraction={} if ideal else d["attention_fraction"],
+        kernels=dict(d["kernels"]),
     )
 
 
 def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
-    """Measured ceilings of a run document: DRAM plateau, matmul peaks, the all-reduce curve, decode GEMMs."""
+    """Measured parts of a run document: DRAM plateau, matmul peaks, decode GEMMs per format, per-op
+    overhead, attention, the all-reduce curve; the database's defaults for what it did not measure."""
     summary = doc.get("summary", [])
     dram = [s["value"] for _h, s in headlines(summary, "dram") if s["unit"] == "bytes_per_s"]
     if not dram:
@@ -123,21 +200,30 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
     memory = device.get("memory_total_bytes")
     if not isinstance(memory, (int, float)):
         raise ProjectionError(f"{name}: the run does not record the device memory")
+    d = specs.decode_defaults(None)
     ar = [c for c in curves(doc) if c.op == "all_reduce"]
     curve = max(ar, key=lambda c: c.sizes_bytes[-1]) if ar else None
     link = curve.plateau_algbw() * bus_bandwidth("all_reduce", 1.0, curve.world_size) if curve else None
     measured: dict[tuple[int, int, str], list[tuple[int, float]]] = {}
+    attn: dict[str, list[tuple[int, float]]] = {}
     for m in doc.get("measurements", []):
         p = m["params"]
-        if m["probe"] == "matmul" and m["status"] == "ok" and p.get("kind") == "decode":
+        if m["status"] != "ok":
+            continue
+        if m["probe"] == "matmul" and p.get("kind") == "decode":
             measured.setdefault((p["n"], p["k"], dtype_family(p["dtype"])), []).append(
                 (p["m"], m["timing"]["stats"]["median_s"])
             )
+        if m["probe"] == "decode" and p.get("kind") == "attention":
+            kv = TORCH_KV_NAMES.get(p.get("kv_dtype", ""), p.get("kv_dtype", ""))
+            attn.setdefault(kv, []).append((p["bytes_moved"], m["timing"]["stats"]["median_s"]))
     for pts in measured.values():
         pts.sort()
+    ops = {h.subject: s["value"] for h, s in headlines(summary, "op_overhead")}
     from analysis.roofline import from_run
 
     roof = from_run(doc)
+    default_fraction = _fraction_table(d["gemm_fraction"])
     return HardwareProfile(
         name=f"{device.get('name', '?')} ({name})",
         source="measured (run document)",
@@ -145,11 +231,29 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         bandwidth_bytes_per_s=max(dram),
         flop_per_s=flops,
         link_bytes_per_s=link,
-        allreduce_latency_s=curve.latency_floor_s() if curve else specs.defaults()["allreduce_latency_s"],
+        allreduce_latency_s=curve.latency_floor_s() if curve else d["allreduce_latency_s"]["pcie"],
         allreduce_curve=curve,
         measured_gemm=measured,
-        gemm_efficiency=roof.gemm_efficiency if roof else (lambda m, fam: 1.0),
+        gemm_fraction=(
+            lambda fmt, m: (
+                roof.gemm_efficiency(m, fmt) if fmt in roof.efficiency_by_m else default_fraction(fmt, m)
+            )
+        )
+        if roof
+        else default_fraction,
+        op_seconds={
+            "eager": ops.get("eager", d["op_seconds"]["eager"]),
+            "graph": ops.get("graph", ops.get("eager", d["op_seconds"]["graph"])),
+        },
+        attention={kv: _curve("attention", kv, pts) for kv, pts in attn.items()},
+        attention_fraction=d["attention_fraction"],
+        kernels=dict(d["kernels"]),
     )
+
+
+def _curve(op: str, dtype: str, pts: list[tuple[int, float]]) -> Curve:
+    pts = sorted(pts)
+    return Curve(op, dtype, 1, tuple(int(x) for x, _ in pts), tuple(y for _, y in pts))
 
 
 @dataclass(frozen=True)
@@ -161,42 +265,64 @@ class Query:
     input_len: int = 1024
     output_len: int = 256
     price_per_gpu_hour: float | None = None
+    group_size: int = 128
+    cuda_graphs: bool = False  # a serving engine: graph-captured, fused small kernels
+    ops_per_layer: int | None = None  # small ops per layer; None: the database's count for the mode
+    ops_head: int | None = None
 
     @property
     def kv(self) -> str:
-        return self.kv_dtype or (self.weight_dtype if BYTES_PER_WEIGHT[self.weight_dtype] >= 2 else "bf16")
+        return self.kv_dtype or activation_dtype(self.weight_dtype)
 
     @property
     def compute_dtype(self) -> str:
-        # fp8 and int8 weights run on their own tensor cores where the GPU has them (W8A8); int4 is weight-only
-        return {"fp8": "fp8", "int8": "int8", "fp32": "fp32", "fp16": "fp16"}.get(self.weight_dtype, "bf16")
+        return compute_family(self.weight_dtype)
+
+    @property
+    def mode(self) -> str:
+        return "graph" if self.cuda_graphs else "eager"
 
 
 @dataclass
 class Step:
     seconds: float
-    memory_s: float  # ops whose bytes term won
-    compute_s: float  # ops whose FLOPs term won
+    weights_s: float  # GEMMs whose bytes term won (reading weights)
+    kv_s: float  # attention over the KV cache
+    compute_s: float  # GEMMs whose FLOPs term won
+    overhead_s: float  # small ops and the launch floor of tiny kernels
     comm_s: float
     weight_bytes: float
     kv_bytes: float
 
     @property
+    def memory_s(self) -> float:
+        return self.weights_s + self.kv_s
+
+    @property
     def bound(self) -> str:
-        parts = {"memory": self.memory_s, "compute": self.compute_s, "communication": self.comm_s}
+        parts = {
+            "memory": self.memory_s,
+            "compute": self.compute_s,
+            "overhead": self.overhead_s,
+            "communication": self.comm_s,
+        }
         return max(parts, key=lambda k: parts[k])
 
 
-def gemm_seconds(hw: HardwareProfile, m: int, n: int, k: int, q: Query) -> tuple[float, bool]:
-    """Time of one GEMM at M = m, and whether its bytes term (memory) set it."""
+def gemm_seconds(
+    hw: HardwareProfile, m: int, n: int, k: int, q: Query, fmt: str | None = None
+) -> tuple[float, bool]:
+    """Time of one GEMM at M = m in `fmt` (the query's weight format), and whether its bytes term set it."""
+    fmt = fmt or q.weight_dtype
+    act = ELEMENT_BYTES[activation_dtype(fmt)]
     flops = gemm_flops(m, n, k)
-    nbytes = gemm_bytes(m, n, k, ACT_BYTES, BYTES_PER_WEIGHT[q.weight_dtype], ACT_BYTES)
+    nbytes = m * k * act + n * k * weight_bytes(fmt, q.group_size) + m * n * act
     mem_s = nbytes / hw.bandwidth_bytes_per_s
-    comp_s = flops / hw.compute(q.compute_dtype)
-    pts = hw.measured_gemm.get((n, k, q.compute_dtype))
+    comp_s = flops / hw.compute(compute_family(fmt))
+    pts = hw.measured_gemm.get((n, k, fmt))
     if pts and pts[0][0] <= m <= pts[-1][0]:
         return _interp_log(pts, m), mem_s >= comp_s  # measured on this node: small-M inefficiency included
-    return max(mem_s, comp_s) / hw.gemm_efficiency(m, q.compute_dtype), mem_s >= comp_s
+    return max(mem_s, comp_s) / hw.gemm_fraction(fmt, m), mem_s >= comp_s
 
 
 def _interp_log(pts: list[tuple[int, float]], x: float) -> float:
@@ -211,34 +337,37 @@ def _interp_log(pts: list[tuple[int, float]], x: float) -> float:
 
 def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step:
     cfg, t = q.model, q.tp
-    mem_s = comp_s = weight_bytes = 0.0
+    op_s = hw.op_seconds.get(q.mode, 0.0)
+    ops_layer = (
+        q.ops_per_layer if q.ops_per_layer is not None else hw.kernels.get(f"ops_per_layer_{q.mode}", 0)
+    )
+    ops_head = q.ops_head if q.ops_head is not None else hw.kernels.get(f"ops_head_{q.mode}", 0)
+    weights_s = comp_s = overhead_s = weight_total = 0.0
     for lin in decode_linears(cfg, t):
-        count = lin.per_step
+        fmt = head_format(q.weight_dtype) if lin.op == "lm_head" else q.weight_dtype
         if lin.op in ("gate_up", "down") and cfg.experts > 1:
             # every touched expert's weights are read once; each token runs k experts' FLOPs
-            touched = experts_touched(cfg, batch) * cfg.layers
-            tokens_per_expert = max(1, round(batch * cfg.experts_per_token / experts_touched(cfg, batch)))
-            s, is_mem = gemm_seconds(hw, tokens_per_expert, lin.n, lin.k, q)
-            s *= touched
-            weight_bytes += touched * lin.n * lin.k * BYTES_PER_WEIGHT[q.weight_dtype]
+            count = experts_touched(cfg, batch) * cfg.layers
+            m = max(1, round(batch * cfg.experts_per_token / experts_touched(cfg, batch)))
         else:
-            s, is_mem = gemm_seconds(hw, batch, lin.n, lin.k, q)
-            s *= count
-            weight_bytes += count * lin.n * lin.k * BYTES_PER_WEIGHT[q.weight_dtype]
+            count, m = lin.per_step, batch
+        s, is_mem = gemm_seconds(hw, m, lin.n, lin.k, q, fmt)
+        floor = max(s, op_s)  # a kernel shorter than its launch waits for the launch
+        overhead_s += count * (floor - s)
+        weight_total += count * lin.n * lin.k * weight_bytes(fmt, q.group_size)
         if is_mem:
-            mem_s += s
+            weights_s += count * s
         else:
-            comp_s += s
+            comp_s += count * s
     kv_heads = max(1, cfg.kv_heads // t)
-    kv_bytes = batch * context * 2 * cfg.layers * kv_heads * cfg.head_dim * BYTES_PER_WEIGHT[q.kv]
-    attn_flops = 4 * batch * context * (cfg.heads // t) * cfg.head_dim * cfg.layers
-    attn_mem, attn_comp = kv_bytes / hw.bandwidth_bytes_per_s, attn_flops / hw.compute("bf16")
-    if attn_mem >= attn_comp:
-        mem_s += attn_mem
-    else:
-        comp_s += attn_comp
-    comm_s = 2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * ACT_BYTES, t)
-    return Step(mem_s + comp_s + comm_s, mem_s, comp_s, comm_s, weight_bytes, kv_bytes)
+    kv_layer = batch * context * 2 * kv_heads * cfg.head_dim * ELEMENT_BYTES[q.kv]
+    attn_flops = 4 * batch * context * (cfg.heads // t) * cfg.head_dim
+    kv_s = cfg.layers * max(hw.attention_s(q.kv, kv_layer, attn_flops), op_s)
+    logits = batch * cfg.vocab / t * 4.0  # fp32 logits written, then read by sampling
+    overhead_s += (cfg.layers * ops_layer + ops_head) * op_s + logits / hw.bandwidth_bytes_per_s
+    comm_s = 2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t)
+    total = weights_s + kv_s + comp_s + overhead_s + comm_s
+    return Step(total, weights_s, kv_s, comp_s, overhead_s, comm_s, weight_total, kv_layer * cfg.layers)
 
 
 def prefill_s(hw: HardwareProfile, q: Query, batch: int) -> float:
@@ -252,26 +381,26 @@ def prefill_s(hw: HardwareProfile, q: Query, batch: int) -> float:
             else lin.per_step
         )
         m = n_tok if lin.op != "lm_head" else batch  # only the last position of each prompt needs logits
-        total += per * max(
-            gemm_flops(m, lin.n, lin.k) / hw.compute(q.compute_dtype),
-            gemm_bytes(m, lin.n, lin.k, ACT_BYTES, BYTES_PER_WEIGHT[q.weight_dtype], ACT_BYTES)
-            / hw.bandwidth_bytes_per_s,
-        )
+        fmt = head_format(q.weight_dtype) if lin.op == "lm_head" else q.weight_dtype
+        total += per * gemm_seconds(hw, m, lin.n, lin.k, q, fmt)[0]
     total += batch * 2 * q.input_len**2 * (cfg.heads // t) * cfg.head_dim * cfg.layers / hw.compute("bf16")
-    total += 2 * cfg.layers * hw.allreduce_s(n_tok * cfg.hidden * ACT_BYTES, t)
+    total += 2 * cfg.layers * hw.allreduce_s(n_tok * cfg.hidden * 2.0, t)
     return total
 
 
 def weights_bytes_per_gpu(q: Query) -> float:
-    return parameter_count(q.model) * BYTES_PER_WEIGHT[q.weight_dtype] / q.tp
+    cfg = q.model
+    head = cfg.vocab * cfg.hidden
+    body = parameter_count(cfg) - head * (1 if cfg.tied_embeddings else 2)
+    embed_and_head = (
+        head * (1 if cfg.tied_embeddings else 2) * ELEMENT_BYTES[activation_dtype(q.weight_dtype)]
+    )
+    return (body * weight_bytes(q.weight_dtype, q.group_size) + embed_and_head) / q.tp
 
 
 def kv_bytes_per_request_per_gpu(q: Query) -> float:
-    per_token = (
-        kv_bytes_per_token(q.model, BYTES_PER_WEIGHT[q.kv])
-        * max(1, q.model.kv_heads // q.tp)
-        / q.model.kv_heads
-    )
+    cfg = q.model
+    per_token = 2 * cfg.layers * max(1, cfg.kv_heads // q.tp) * cfg.head_dim * ELEMENT_BYTES[q.kv]
     return per_token * (q.input_len + q.output_len)
 
 
@@ -289,8 +418,25 @@ def cost_per_million_tokens(price_per_gpu_hour: float, gpus: int, tokens_per_s: 
     return price_per_gpu_hour * gpus / tokens_per_s * 1e6 / 3600
 
 
+def check_query(q: Query) -> None:
+    """ProjectionError (one line) for a format, KV dtype or group size the model does not know."""
+    if q.weight_dtype not in FORMATS:
+        raise ProjectionError(f"--dtype {q.weight_dtype!r}: expected one of {', '.join(FORMATS)}")
+    if q.kv not in KV_DTYPES:
+        raise ProjectionError(f"--kv-dtype {q.kv!r}: expected one of {', '.join(KV_DTYPES)}")
+    if q.group_size not in GROUP_SIZES:
+        raise ProjectionError(
+            f"--group-size {q.group_size}: expected one of {', '.join(map(str, GROUP_SIZES))}"
+        )
+    if q.weight_dtype == "int4-wo" and q.model.hidden % q.group_size:
+        raise ProjectionError(f"--group-size {q.group_size} does not divide the hidden size {q.model.hidden}")
+    if q.tp < 1:
+        raise ProjectionError(f"--tp {q.tp}: must be at least 1")
+
+
 def project(hw: HardwareProfile, q: Query, batches: list[int]) -> list[dict[str, Any]]:
     """One row per batch size (see the module docstring); rows past the KV capacity say so."""
+    check_query(q)
     if any(b <= 0 for b in batches):
         raise ProjectionError(f"batch sizes must be positive, got {batches}")
     if q.input_len <= 0 or q.output_len <= 0:
@@ -315,9 +461,12 @@ def project(hw: HardwareProfile, q: Query, batches: list[int]) -> list[dict[str,
             "max_concurrency": cap,
             "fits": b <= cap,
             "bound": step.bound,
-            "memory_seconds": step.memory_s,
+            "weights_seconds": step.weights_s,
+            "kv_seconds": step.kv_s,
             "compute_seconds": step.compute_s,
+            "overhead_seconds": step.overhead_s,
             "communication_seconds": step.comm_s,
+            "memory_seconds": step.memory_s,
             "cost_per_million_output_tokens": (
                 cost_per_million_tokens(q.price_per_gpu_hour, q.tp, out_tps)
                 if q.price_per_gpu_hour is not None
@@ -330,9 +479,10 @@ def project(hw: HardwareProfile, q: Query, batches: list[int]) -> list[dict[str,
 
 def describe(hw: HardwareProfile) -> dict[str, Any]:
     d = asdict(hw)
-    d.pop("measured_gemm", None)
-    d.pop("gemm_efficiency", None)
+    for key in ("measured_gemm", "gemm_fraction", "attention"):
+        d.pop(key, None)
     d["allreduce_curve"] = (
         None if hw.allreduce_curve is None else f"{hw.allreduce_curve.op} x{hw.allreduce_curve.world_size}"
     )
+    d["attention"] = sorted(hw.attention)
     return d

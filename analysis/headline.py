@@ -18,23 +18,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-METRICS = ("dram", "matmul_peak", "busbw", "host_link")
+METRICS = ("dram", "matmul_peak", "busbw", "host_link", "op_overhead")
 _BUSBW = "_busbw_"
 
 
 def dtype_family(dtype: str) -> str:
-    """The compute family of a dtype key: 'fp8_e4m3_rowwise' -> 'fp8', 'bf16' -> 'bf16'."""
+    """The family of a dtype key: 'fp8_e4m3_rowwise' -> 'fp8', 'bf16' -> 'bf16', 'int4-wo' -> 'int4-wo'."""
     return dtype.split("_")[0]
+
+
+WEIGHT_ONLY = ("int8-wo", "int4-wo")  # weights stored in 8 / 4 bits, multiplied in bf16
+
+
+def compute_family(dtype: str) -> str:
+    """The tensor-core family a dtype's GEMMs run in: weight-only formats dequantize into bf16."""
+    fam = dtype_family(dtype)
+    return "bf16" if fam in WEIGHT_ONLY else fam
 
 
 @dataclass(frozen=True)
 class Headline:
     """One headline figure's identity.
 
-    metric:  dram | matmul_peak | busbw | host_link
+    metric:  dram | matmul_peak | busbw | host_link | op_overhead
     subject: the access pattern (dram), the matmul dtype key (matmul_peak), the collective op (busbw),
-             the copy direction h2d | d2h | bidir (host_link)
-    variant: torch | triton (dram, matmul_peak), the element dtype (busbw), pinned | pageable (host_link)
+             the copy direction h2d | d2h | bidir (host_link), eager | graph (op_overhead: seconds per op)
+    variant: torch | triton (dram, matmul_peak), the element dtype (busbw), pinned | pageable (host_link),
+             torch (op_overhead)
     """
 
     metric: str
@@ -63,6 +73,11 @@ class Headline:
     def host_link(cls, direction: str, memory: str) -> Headline:
         return cls("host_link", direction, memory)
 
+    @classmethod
+    def op_overhead(cls, mode: str) -> Headline:
+        """Seconds per tiny op back to back: eager launch/dispatch, or per kernel inside a CUDA graph."""
+        return cls("op_overhead", mode, "torch")
+
     def __str__(self) -> str:
         if self.metric == "busbw":
             return f"{self.subject}{_BUSBW}{self.variant}"
@@ -71,7 +86,7 @@ class Headline:
     @classmethod
     def parse(cls, name: str) -> Headline:
         """The headline a summary name stands for; ValueError for a name outside the scheme."""
-        for metric in ("matmul_peak", "host_link", "dram"):
+        for metric in ("matmul_peak", "host_link", "op_overhead", "dram"):
             prefix = f"{metric}_"
             if name.startswith(prefix):
                 subject, sep, variant = name.removeprefix(prefix).rpartition("_")
@@ -102,9 +117,8 @@ class Headline:
     @property
     def resource(self) -> str:
         """What on a spec sheet the figure is judged against: memory, a compute family, link or host."""
-        return {"dram": "memory", "busbw": "link", "host_link": "host"}.get(self.metric) or dtype_family(
-            self.subject
-        )
+        fixed = {"dram": "memory", "busbw": "link", "host_link": "host", "op_overhead": "overhead"}
+        return fixed.get(self.metric) or dtype_family(self.subject)
 
 
 def headlines(

@@ -342,7 +342,18 @@ def decode_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for m in ms:
         p = m["params"]
-        q = decode.Query(load_model(p["model"]), p["dtype"], None, 1, p["context"], 1)
+        kv = decode.TORCH_KV_NAMES.get(p.get("kv_dtype", ""))
+        q = decode.Query(
+            load_model(p["model"]),
+            p["dtype"],
+            kv,
+            1,
+            p["context"],
+            1,
+            group_size=p.get("group_size") or 128,
+            ops_per_layer=p.get("ops_per_layer"),
+            ops_head=p.get("ops_head"),
+        )
         row = {
             "model": p["model"],
             "dtype": p["dtype"],
@@ -353,18 +364,32 @@ def decode_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for label, hw in (("projected", measured_hw), ("spec", spec_hw)):
             if hw is not None:
-                proj = p["batch"] / decode.decode_step(hw, q, p["batch"], p["context"] + 1).seconds
-                row[label] = proj
-                row[f"{label}_error"] = proj / m["value"] - 1
+                step = decode.decode_step(hw, q, p["batch"], p["context"] + 1)
+                row[label] = p["batch"] / step.seconds
+                row[f"{label}_error"] = row[label] / m["value"] - 1
+                if label == "projected":
+                    row["split"] = _split(step)
         rows.append(row)
     return rows
+
+
+def _split(step: Any) -> str:
+    """Where a projected step goes, in % of it: weights, KV, compute, overhead, communication."""
+    parts = (
+        ("w", step.weights_s),
+        ("kv", step.kv_s),
+        ("c", step.compute_s),
+        ("o", step.overhead_s),
+        ("comm", step.comm_s),
+    )
+    return " ".join(f"{k} {100 * v / step.seconds:.0f}" for k, v in parts if v > 0.005 * step.seconds)
 
 
 def _print_decode(doc: dict[str, Any], console: Console) -> None:
     rows = decode_rows(doc)
     if not rows:
         return
-    t = Table(title="Decode: measured tokens/s vs the projection from this run's roofline")
+    t = Table(title="Decode: measured tokens/s vs the projection from this run's parts")
     for col in (
         "model",
         "dtype",
@@ -375,6 +400,7 @@ def _print_decode(doc: dict[str, Any], console: Console) -> None:
         "error",
         "spec-only",
         "error ",
+        "projected split %",
     ):
         t.add_column(col, justify="left" if col in ("model", "dtype") else "right")
     for r in rows:
@@ -388,6 +414,7 @@ def _print_decode(doc: dict[str, Any], console: Console) -> None:
             f"{100 * r['projected_error']:+.0f}%" if "projected" in r else "-",
             f"{r['spec']:.1f}" if "spec" in r else "-",
             f"{100 * r['spec_error']:+.0f}%" if "spec" in r else "-",
+            r.get("split", "-"),
         )
     console.print(t)
     notes = {r["note"] for r in rows if r["note"]}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.headline import dtype_family, headlines
+from analysis.headline import compute_family, dtype_family, headlines
 
 
 @dataclass
@@ -98,8 +98,9 @@ def from_run(doc: dict[str, Any]) -> Roofline | None:
                 "kind": p["kind"],
             }
         )
-        if p["kind"] == "decode" and fam in compute:
-            t_roof = max(p["flops"] / compute[fam], p["bytes_moved"] / roof.bandwidth_bytes_per_s)
+        if p["kind"] == "decode" and compute_family(fam) in compute:
+            peak = compute[compute_family(fam)]
+            t_roof = max(p["flops"] / peak, p["bytes_moved"] / roof.bandwidth_bytes_per_s)
             by_m.setdefault(fam, {}).setdefault(p["m"], []).append(
                 min(1.0, t_roof / m["timing"]["stats"]["median_s"])
             )

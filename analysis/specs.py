@@ -187,6 +187,29 @@ def default_efficiency() -> dict[str, float]:
     return dict(_raw()["defaults"]["efficiency"])
 
 
+def decode_defaults(spec: GPUSpec | None) -> dict[str, Any]:
+    """The [decode] microbenchmark figures for a GPU (copy fraction by SKU, arch or memory type)."""
+    raw = _raw()["decode"]
+    eff = default_efficiency()
+    copy = raw["copy_fraction"]
+    if spec is None:
+        fraction = copy["other"]
+    elif spec.good.get("memory_gb_s"):
+        fraction = spec.good["memory_gb_s"] / spec.memory_bandwidth_gb_s
+    else:
+        fraction = copy.get(spec.arch, copy.get(spec.memory, copy["other"]))
+    return {
+        "copy_fraction": float(fraction),
+        "compute_fraction": {k: v for k, v in eff.items() if k not in ("memory", "link")},
+        "link_fraction": float(raw["link_fraction"]),
+        "gemm_fraction": {fmt: dict(t) for fmt, t in raw["gemm_fraction"].items()},
+        "op_seconds": dict(raw["op_seconds"]),
+        "kernels": dict(raw["kernels"]),
+        "allreduce_latency_s": dict(raw["allreduce_latency_s"]),
+        "attention_fraction": dict(raw["attention_fraction"]),
+    }
+
+
 def default_good_fraction(resource: str) -> float:
     table = _raw()["defaults"]["good_fraction"]
     return float(table.get(resource, table["other"]))

@@ -89,7 +89,18 @@ class HostlinkConfig:
     directions: tuple[str, ...] = _checks(non_empty, choices("h2d", "d2h", "bidir"))
 
 
-MATMUL_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3", "fp8_e4m3_rowwise", "fp8_e5m2", "int8")
+MATMUL_DTYPES = (
+    "fp32",
+    "tf32",
+    "fp16",
+    "bf16",
+    "fp8_e4m3",
+    "fp8_e4m3_rowwise",
+    "fp8_e5m2",
+    "int8",
+    "int8-wo",
+    "int4-wo",
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ class MatmulConfig:
     first_warmup_s: float = _checks(non_negative)
     # FP8 accumulation, one mode for cuBLAS (_scaled_mm use_fast_accum) and Triton alike; recorded per case
     fp8_accumulation: str = _checks(choices("precise", "fast"))
+    group_size: int = _checks(choices(32, 64, 128, 256))  # int4-wo scales: one per group of K (decode too)
     max_memory_fraction: float = _checks(fraction)
 
 
@@ -154,12 +166,15 @@ class BenchConfig:
     warmup_rounds: int = _checks(non_negative)
 
 
+DECODE_FORMATS = ("fp32", "bf16", "fp16", "int8-wo", "int4-wo")  # weight formats the decode probe runs
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """Real decode steps of a model-shaped network (probes.decode)."""
 
     model: str = _checks(lambda name, v: _models(name, (v,)))
-    dtype: str = _checks(choices("fp32", "bf16", "fp16"))
+    dtypes: tuple[str, ...] = _checks(non_empty, choices(*DECODE_FORMATS))
     batches: tuple[int, ...] = _checks(non_empty, positive)
     context: int = _checks(positive)  # tokens already in each request's KV cache
     max_layers: int = _checks(non_negative)  # 0: every layer; else run this many and scale by layer count

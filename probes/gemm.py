@@ -3,13 +3,15 @@
 Weights are W[N, K] as in a linear layer, multiplied as W^T (the layout frameworks use, and the column-major
 B that _scaled_mm needs). Dtypes: fp32 (TF32 off), tf32, fp16, bf16 (torch.matmul), fp8 e4m3 x e4m3 through
 torch._scaled_mm with per-tensor and with row-wise scales, fp8 e5m2 (A) x e4m3 (B), int8 through
-torch._int_mm (int32 out); FP8 outputs are bf16. Inputs are uniform in [-1, 1], never zeros.
+torch._int_mm (int32 out); FP8 outputs are bf16; weight-only int8 and int4 (bf16 activations, probes.quant).
+Inputs are uniform in [-1, 1], never zeros.
 
 The checker compares output rows and columns (all of them for small problems, a sample including the first and
 last for big ones) with a float64 reference on the same quantized inputs: |C - ref| <= c * (sqrt(K) * s + |ref|)
 where s is the product of the scales and c per dtype: fp32 1e-5 (order of summation), tf32 5e-3 (10-bit
 inputs), fp16 5e-3 and bf16 2e-2 (output rounding and reduced-precision split-K), fp8 2e-2 (bf16 output),
-int8 exact. Which architecture runs which dtype is a hardware fact of the spec database.
+int8 exact, weight-only 2e-2 (bf16 output against the float64 product with the dequantized weight). Which
+architecture runs which dtype is a hardware fact of the spec database.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from analysis import specs
 from analysis.headline import dtype_family
+from probes import quant
 from probes.config import MATMUL_DTYPES
 from probes.verify import compare
 
@@ -38,8 +41,17 @@ class DtypeSpec:
     a: torch.dtype
     b: torch.dtype
     out: torch.dtype
-    scaling: str  # "none", "per-tensor", "row-wise"
+    scaling: str  # "none", "per-tensor", "row-wise", "weight-only"
     tol: float  # c in |C - ref| <= c * (sqrt(K) * s + |ref|)
+
+    @property
+    def weight_only(self) -> bool:
+        return self.scaling == "weight-only"
+
+    def bytes_per_weight(self) -> float:
+        if self.weight_only:
+            return quant.bytes_per_weight(self.key)
+        return torch.empty((), dtype=self.b).element_size()
 
 
 def dtype_spec(key: str, fp8_fnuz: bool = False) -> DtypeSpec:
@@ -55,6 +67,8 @@ def dtype_spec(key: str, fp8_fnuz: bool = False) -> DtypeSpec:
         "fp8_e4m3_rowwise": DtypeSpec("fp8_e4m3_rowwise", e4m3, e4m3, torch.bfloat16, "row-wise", 2e-2),
         "fp8_e5m2": DtypeSpec("fp8_e5m2", e5m2, e4m3, torch.bfloat16, "per-tensor", 2e-2),
         "int8": DtypeSpec("int8", torch.int8, torch.int8, torch.int32, "none", 0.0),
+        "int8-wo": DtypeSpec("int8-wo", torch.bfloat16, torch.int8, torch.bfloat16, "weight-only", 2e-2),
+        "int4-wo": DtypeSpec("int4-wo", torch.bfloat16, torch.uint8, torch.bfloat16, "weight-only", 2e-2),
     }
     return specs[key]
 
@@ -86,6 +100,13 @@ def capability_reason(
         return "this torch build has no float8 dtypes or torch._scaled_mm"
     if fam == "int8" and not has_int_mm:
         return "this torch build has no torch._int_mm"
+    if fam in quant.WEIGHT_ONLY:
+        op = "_weight_int8pack_mm" if fam == "int8-wo" else "_weight_int4pack_mm"
+        if not hasattr(torch, op):
+            return f"this torch build has no torch.{op}"
+        if fam == "int4-wo" and platform == "cuda" and not (cc and cc >= (8, 0)):
+            return "torch._weight_int4pack_mm (tinygemm) needs sm_80 or newer"
+        return None
     if fam == "tf32":
         if platform == "rocm":
             return (
@@ -106,12 +127,14 @@ def capability_reason(
     return None
 
 
-def shape_reason(key: str, m: int, n: int, k: int, platform: str) -> str | None:
+def shape_reason(key: str, m: int, n: int, k: int, platform: str, group_size: int = 128) -> str | None:
     """Why a shape cannot run in `key` on this platform although the dtype can (None when it can).
 
     torch._int_mm on GPUs (cuBLASLt / hipBLASLt, aten/src/ATen/native/cuda/Blas.cpp) checks M > 16 and K, N
     multiples of 8: int8 decode GEMMs at M <= 16 are skipped with that reason rather than recorded as errors.
     """
+    if key in quant.WEIGHT_ONLY:
+        return quant.shape_reason(key, n, k, group_size, platform)
     if dtype_family(key) == "int8" and platform in ("cuda", "rocm"):
         if m <= 16:
             return f"torch._int_mm on GPUs needs M > 16 (M = {m})"
@@ -159,17 +182,20 @@ class Operands:
     c: torch.Tensor  # [M, N]
     scale_a: torch.Tensor | None
     scale_b: torch.Tensor | None
+    qw: quant.QuantWeight | None = None  # weight-only formats: w is then the packed weight
 
     def rows(self, m: int) -> Operands:
         """The first m rows of A and C (decode sweeps reuse one allocation for every batch size)."""
         sa = self.scale_a[:m] if self.scale_a is not None and self.scale_a.numel() > 1 else self.scale_a
-        return Operands(self.a[:m], self.w, self.c[:m], sa, self.scale_b)
+        return Operands(self.a[:m], self.w, self.c[:m], sa, self.scale_b, self.qw)
 
 
 def operand_bytes(spec: DtypeSpec, m: int, n: int, k: int) -> int:
     """Device memory a case needs: A, W, C, plus the fp32 staging of the largest input while filling it."""
     sizes = {d: torch.empty((), dtype=d).element_size() for d in (spec.a, spec.b, spec.out)}
-    return m * k * sizes[spec.a] + n * k * sizes[spec.b] + m * n * sizes[spec.out] + 4 * max(m, n) * k
+    # weight-only: the int8 codes kept for the checker and the int32 copy packing makes
+    staging = 5 * n * k if spec.weight_only else 4 * max(m, n) * k
+    return int(m * k * sizes[spec.a] + n * k * spec.bytes_per_weight() + m * n * sizes[spec.out] + staging)
 
 
 def _random(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -179,7 +205,13 @@ def _random(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) ->
     return torch.empty(shape, dtype=torch.float32, device=device).uniform_(-1, 1).to(dtype)
 
 
-def make_operands(spec: DtypeSpec, m: int, n: int, k: int, device: torch.device) -> Operands:
+def make_operands(
+    spec: DtypeSpec, m: int, n: int, k: int, device: torch.device, group_size: int = 128
+) -> Operands:
+    if spec.weight_only:
+        a = _random((m, k), spec.a, device)
+        qw = quant.random_weight(spec.key, n, k, device, group_size)
+        return Operands(a, qw.packed, torch.empty((m, n), dtype=spec.out, device=device), None, None, qw)
     a = _random((m, k), spec.a, device)
     w = _random((n, k), spec.b, device)
     c = torch.empty((m, n), dtype=spec.out, device=device)
@@ -211,6 +243,10 @@ def matmul_op(
         from kernels.matmul import triton_matmul
 
         return lambda: triton_matmul(a, b, c, scale_a=ops.scale_a, scale_b=ops.scale_b, fp8_fast_accum=fast)
+    if spec.weight_only:
+        qw = ops.qw
+        assert qw is not None
+        return lambda: c.copy_(qw.matmul(a))  # the kernels have no out=; the copy is M x N, small at decode M
     if spec.scaling != "none":
         sa, sb = ops.scale_a, ops.scale_b
         return lambda: torch._scaled_mm(
@@ -237,7 +273,10 @@ def make_checker(spec: DtypeSpec, ops: Operands) -> Callable[[], str | None]:
     m, k = ops.a.shape
     n = ops.w.shape[0]
     rows, cols = sample_indices(m, CHECK_ROWS, ops.a.device), sample_indices(n, CHECK_COLS, ops.a.device)
-    ref = ref_matmul(ops.a, ops.w.t(), ops.scale_a, ops.scale_b, rows=rows, cols=cols)
+    if ops.qw is not None:  # against the dequantized weight: x @ W^T of the weight the codes describe
+        ref = ops.a.index_select(0, rows).to(torch.float64) @ ops.qw.dequantized(cols).t()
+    else:
+        ref = ref_matmul(ops.a, ops.w.t(), ops.scale_a, ops.scale_b, rows=rows, cols=cols)
     scale = 1.0
     for s in (ops.scale_a, ops.scale_b):
         if s is not None:

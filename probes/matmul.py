@@ -35,8 +35,9 @@ from typing import Any
 
 import torch
 
+from analysis.decode import head_format
 from analysis.formulas import arithmetic_intensity, gemm_bytes, gemm_flops
-from analysis.headline import Headline
+from analysis.headline import Headline, dtype_family
 from analysis.models import decode_linears, load_model
 from analysis.rundoc import Measurement, error_line
 from probes.config import MatmulConfig
@@ -122,15 +123,25 @@ def square_cases(mm: MatmulConfig) -> list[Case]:
 
 
 def decode_cases(mm: MatmulConfig) -> list[Case]:
-    out = []
+    """Every layer's GEMM in every decode dtype; the LM head in the dtype a model in that format keeps it in
+    (16-bit for fp8, int8 and weight-only models: analysis.decode.head_format), each once."""
+    out: list[Case] = []
     for model in mm.decode_models:
         cfg = load_model(model)
         for lin in decode_linears(cfg, mm.decode_tp):
-            for d in mm.decode_dtypes:
+            dtypes = mm.decode_dtypes
+            if lin.op == "lm_head":
+                dtypes = tuple(dict.fromkeys(_head_dtype(d) for d in dtypes))
+            for d in dtypes:
                 out.extend(
                     Case("decode", d, "torch", m, lin.n, lin.k, model, lin.op) for m in sorted(mm.decode_m)
                 )
     return out
+
+
+def _head_dtype(key: str) -> str:
+    fam = dtype_family(key)
+    return key if head_format(fam) == fam else head_format(fam)
 
 
 def search_shapes(best: int, step: int, radius: int) -> list[tuple[int, int, int]]:
@@ -190,7 +201,8 @@ class DeviceRun:
         try:
             # the trial runs on its own device: Triton launches on the current one (triton-lang/triton#2441)
             with device_context(self.device), tf32_mode(dtype == "tf32"):
-                ops = make_operands(spec, 32, 32, 32, self.device)
+                n = 256 if spec.weight_only else 32  # int4 packing needs K % 128 == 0
+                ops = make_operands(spec, 32, n, n, self.device, self.mm.group_size)
                 matmul_op(spec, variant, ops, self.mm.fp8_accumulation)()
         except Exception as exc:  # e.g. a torch build without row-wise FP8 scaling on this architecture
             return f"torch cannot run {dtype} ({variant}) on this device: {error_line(exc)}"
@@ -214,12 +226,15 @@ class DeviceRun:
             params["fp8_accumulation"] = self.mm.fp8_accumulation
         if case.kind == "decode":
             params.update(model=case.model, op=case.op, tp=self.mm.decode_tp)
+        if spec.weight_only:
+            params["group_size"] = self.mm.group_size if case.dtype == "int4-wo" else None
         sizes = [torch.empty((), dtype=d).element_size() for d in (spec.a, spec.b, spec.out)]
+        sizes[1] = spec.bytes_per_weight()
         flops = gemm_flops(case.m, case.n, case.k)
         nbytes = gemm_bytes(case.m, case.n, case.k, *sizes)
         params["arithmetic_intensity"] = arithmetic_intensity(flops, nbytes)
         why = self.reason(case.dtype, case.variant) or shape_reason(
-            case.dtype, case.m, case.n, case.k, platform_of(self.device)[0]
+            case.dtype, case.m, case.n, case.k, platform_of(self.device)[0], self.mm.group_size
         )
         if why is None:
             why = self._bounds(case, spec, flops, allocated=ops is not None)
@@ -229,7 +244,7 @@ class DeviceRun:
         key = (str(self.device), case.variant, case.dtype)
         try:
             if ops is None:
-                ops = make_operands(spec, case.m, case.n, case.k, self.device)
+                ops = make_operands(spec, case.m, case.n, case.k, self.device, self.mm.group_size)
             fn, check = matmul_op(spec, case.variant, ops, self.mm.fp8_accumulation), make_checker(spec, ops)
         except torch.OutOfMemoryError as exc:
             self.oom_at[(case.dtype, case.variant)] = min(
@@ -323,7 +338,7 @@ class DeviceRun:
                 need = operand_bytes(spec, big.m, big.n, big.k)
                 if need <= self.mm.max_memory_fraction * free_memory_bytes(self.device):
                     try:
-                        ops = make_operands(spec, big.m, big.n, big.k, self.device)
+                        ops = make_operands(spec, big.m, big.n, big.k, self.device, self.mm.group_size)
                     except torch.OutOfMemoryError:
                         ops = None
             for c in group:

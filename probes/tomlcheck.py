@@ -39,7 +39,9 @@ def choices(*allowed: str):
     def check(name: str, v: Any) -> str | None:
         values = v if isinstance(v, tuple) else (v,)
         bad = [x for x in values if x not in allowed]
-        return None if not bad else f"unknown value {bad[0]!r} (expected one of: {', '.join(allowed)})"
+        return (
+            None if not bad else f"unknown value {bad[0]!r} (expected one of: {', '.join(map(str, allowed))})"
+        )
 
     return check
 
