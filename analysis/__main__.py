@@ -67,13 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     proj.add_argument("--model", required=True, help="bundled model name or a config.json path")
     proj.add_argument(
-        "--dtype", default="bf16", choices=["fp32", "bf16", "fp16", "fp8", "int8", "int4"], help="weights"
+        "--dtype",
+        default="bf16",
+        help="weight format: fp32, bf16, fp16, fp8 (W8A8), int8 (W8A8), int8-wo, int4-wo (weight-only)",
+    )
+    proj.add_argument(
+        "--group-size", default="128", help="int4-wo: weights per scale and zero (32, 64, 128, 256)"
     )
     proj.add_argument(
         "--kv-dtype",
         default=None,
-        choices=["bf16", "fp16", "fp8"],
-        help="default: weight dtype if 16-bit, else bf16",
+        help="KV cache: fp32, bf16, fp16, fp8, int8 (default: the activation dtype, bf16 for quantized weights)",
+    )
+    proj.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="a serving engine: kernels graph-captured and fused (per-kernel cost, not eager launch)",
     )
     proj.add_argument("--tp", type=int, default=1)
     proj.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes")
@@ -335,6 +344,10 @@ def _project(args: argparse.Namespace) -> int:
             raise decode.ProjectionError(
                 f"--batch {args.batch!r}: expected comma-separated integers"
             ) from None
+        try:
+            group_size = int(args.group_size)
+        except ValueError:
+            raise decode.ProjectionError(f"--group-size {args.group_size!r}: expected an integer") from None
         model = load_model(args.model)
         hw = (
             decode.profile_from_run(load(args.run), args.run.name)
@@ -349,6 +362,8 @@ def _project(args: argparse.Namespace) -> int:
             args.input_len,
             args.output_len,
             args.price_per_gpu_hour,
+            group_size=group_size,
+            cuda_graphs=args.cuda_graphs,
         )
         rows = decode.project(hw, q, batches)
     except (decode.ProjectionError, ModelConfigError, RunDocumentError, specs.UnknownGPU) as exc:

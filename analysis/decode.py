@@ -50,6 +50,7 @@ KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 BYTES_PER_WEIGHT = {**ELEMENT_BYTES, "int8-wo": 1.0, "int4-wo": 0.5}  # before scales
 GROUP_SIZES = (32, 64, 128, 256)
+LAUNCH_MODES = ("eager", "graph", "native")
 TORCH_KV_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 MEMORY_RESERVE = 0.10  # of device memory kept for activations, the CUDA context and fragmentation
@@ -89,10 +90,14 @@ class HardwareProfile:
     measured_gemm: dict[tuple[int, int, str], list[tuple[int, float]]] = field(default_factory=dict)
     # fraction of the roofline a GEMM of a format reaches at M (measured on the node, or the database's)
     gemm_fraction: Callable[[str, int], float] = field(default=lambda fmt, m: 1.0)
-    op_seconds: dict[str, float] = field(default_factory=dict)  # "eager" / "graph": seconds per small op
+    op_seconds: dict[str, float] = field(default_factory=dict)  # per launch mode: seconds per small op
+    gemm_latency_s: float = (
+        0.0  # fixed time of a GEMM kernel the node did not measure, on top of its roofline
+    )
     attention: dict[str, Curve] = field(default_factory=dict)  # per KV dtype: KV bytes -> seconds
-    # of the copy bandwidth per KV dtype, where no attention curve was measured (missing: 1.0)
-    attention_fraction: dict[str, float] = field(default_factory=dict)
+    # where no attention curve was measured: the fraction of the copy bandwidth decode attention reaches, by KV
+    # dtype and tokens per request
+    attention_fraction: Callable[[str, int], float] = field(default=lambda kv, tokens: 1.0)
     kernels: dict[str, int] = field(default_factory=dict)  # ops_per_layer / ops_head, eager and graph
 
     def compute(self, family: str) -> float:
@@ -113,14 +118,14 @@ class HardwareProfile:
             + size_bytes * bus_bandwidth("all_reduce", 1.0, tp) / self.link_bytes_per_s
         )
 
-    def attention_s(self, kv: str, nbytes: float, flops: float) -> float:
+    def attention_s(self, kv: str, nbytes: float, flops: float, tokens: int = 4096) -> float:
         curve = self.attention.get(kv)
         if curve is None and self.attention:  # another KV dtype measured: the same kernel, other bytes
             curve = max(self.attention.values(), key=lambda c: c.sizes_bytes[-1])
         if curve is not None:
             mem = curve.seconds(nbytes)
         else:
-            mem = nbytes / (self.bandwidth_bytes_per_s * self.attention_fraction.get(kv, 1.0))
+            mem = nbytes / (self.bandwidth_bytes_per_s * self.attention_fraction(kv, tokens))
         return max(mem, flops / self.compute("bf16"))
 
 
@@ -130,24 +135,36 @@ def default_pcie_bytes_per_s(generation: int | None) -> float:
     return rate or specs.pcie_bytes_per_s_per_direction(specs.defaults()["host_pcie_generation"])
 
 
+def _interp(points: dict[Any, float], x: float) -> float:
+    """{x: y} at x, linear in log(x) between points, flat beyond the ends."""
+    xs = sorted(int(k) for k in points)
+    ys = [float(points[str(k)] if str(k) in points else points[k]) for k in xs]
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys, strict=True)):
+        if x0 <= x <= x1:
+            return y0 + (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) * (y1 - y0)
+    return ys[-1]  # pragma: no cover
+
+
 def _fraction_table(table: dict[str, Any]) -> Callable[[str, int], float]:
-    """A format's fraction of the roofline at M from {format: {M: fraction}} (log-M interpolation)."""
+    """A format's fraction of the roofline at M from {format: {M: fraction}}."""
 
     def fraction(fmt: str, m: int) -> float:
         points = table.get(fmt) or table.get(compute_family(fmt)) or table.get("bf16")
-        if not points:
-            return 1.0
-        ms = sorted(int(x) for x in points)
-        ys = [float(points[str(x)] if str(x) in points else points[x]) for x in ms]
-        if m <= ms[0]:
-            return ys[0]
-        if m >= ms[-1]:
-            return ys[-1]
-        for (m0, y0), (m1, y1) in itertools.pairwise(zip(ms, ys, strict=True)):
-            if m0 <= m <= m1:
-                f = (math.log(m) - math.log(m0)) / (math.log(m1) - math.log(m0))
-                return y0 + f * (y1 - y0)
-        return ys[-1]  # pragma: no cover
+        return _interp(points, m) if points else 1.0
+
+    return fraction
+
+
+def _attention_table(d: dict[str, Any]) -> Callable[[str, int], float]:
+    """Decode attention's fraction of the copy bandwidth from the database's fraction of the sheet."""
+
+    def fraction(kv: str, tokens: int) -> float:
+        f = _interp(d["attention_fraction"], max(tokens, 1)) / d["copy_fraction"]
+        return f * (d["attention_fp8_factor"] if ELEMENT_BYTES.get(kv, 2.0) < 2 else 1.0)
 
     return fraction
 
@@ -178,8 +195,9 @@ def profile_from_spec(spec: GPUSpec, ideal: bool = False) -> HardwareProfile:
         link_bytes_per_s=link * (1.0 if ideal else d["link_fraction"]),
         allreduce_latency_s=0.0 if ideal else d["allreduce_latency_s"][link_kind],
         gemm_fraction=(lambda fmt, m: 1.0) if ideal else _fraction_table(d["gemm_fraction"]),
-        op_seconds={"eager": 0.0, "graph": 0.0} if ideal else dict(d["op_seconds"]),
-        attention_fraction={} if ideal else d["attention_fraction"],
+        op_seconds={m: 0.0 for m in LAUNCH_MODES} if ideal else dict(d["op_seconds"]),
+        gemm_latency_s=0.0 if ideal else d["gemm_latency_s"],
+        attention_fraction=(lambda kv, tokens: 1.0) if ideal else _attention_table(d),
         kernels=dict(d["kernels"]),
     )
 
@@ -241,12 +259,10 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         )
         if roof
         else default_fraction,
-        op_seconds={
-            "eager": ops.get("eager", d["op_seconds"]["eager"]),
-            "graph": ops.get("graph", ops.get("eager", d["op_seconds"]["graph"])),
-        },
+        # measured where the run measured it (graph: CUDA only); the database's figure for the rest
+        op_seconds={m: ops.get(m, d["op_seconds"][m]) for m in LAUNCH_MODES},
         attention={kv: _curve("attention", kv, pts) for kv, pts in attn.items()},
-        attention_fraction=d["attention_fraction"],
+        attention_fraction=_attention_table(d),
         kernels=dict(d["kernels"]),
     )
 
@@ -266,9 +282,13 @@ class Query:
     output_len: int = 256
     price_per_gpu_hour: float | None = None
     group_size: int = 128
-    cuda_graphs: bool = False  # a serving engine: graph-captured, fused small kernels
-    ops_per_layer: int | None = None  # small ops per layer; None: the database's count for the mode
+    cuda_graphs: bool = False  # shorthand for launch = "graph"
+    ops_per_layer: int | None = None  # small ops per layer; None: the database's count for the launch mode
     ops_head: int | None = None
+    # how kernels are launched: "eager" (PyTorch: an aten op per kernel, Python and dispatch per op),
+    # "graph" (a serving engine's fused kernels replayed from a CUDA graph), "native" (a C++ engine's fused
+    # kernels launched one by one, e.g. llama.cpp without graphs); None: graph with cuda_graphs, else eager
+    launch: str | None = None
 
     @property
     def kv(self) -> str:
@@ -280,7 +300,7 @@ class Query:
 
     @property
     def mode(self) -> str:
-        return "graph" if self.cuda_graphs else "eager"
+        return self.launch or ("graph" if self.cuda_graphs else "eager")
 
 
 @dataclass
@@ -322,7 +342,7 @@ def gemm_seconds(
     pts = hw.measured_gemm.get((n, k, fmt))
     if pts and pts[0][0] <= m <= pts[-1][0]:
         return _interp_log(pts, m), mem_s >= comp_s  # measured on this node: small-M inefficiency included
-    return max(mem_s, comp_s) / hw.gemm_fraction(fmt, m), mem_s >= comp_s
+    return hw.gemm_latency_s + max(mem_s, comp_s) / hw.gemm_fraction(fmt, m), mem_s >= comp_s
 
 
 def _interp_log(pts: list[tuple[int, float]], x: float) -> float:
@@ -362,7 +382,7 @@ def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step
     kv_heads = max(1, cfg.kv_heads // t)
     kv_layer = batch * context * 2 * kv_heads * cfg.head_dim * ELEMENT_BYTES[q.kv]
     attn_flops = 4 * batch * context * (cfg.heads // t) * cfg.head_dim
-    kv_s = cfg.layers * max(hw.attention_s(q.kv, kv_layer, attn_flops), op_s)
+    kv_s = cfg.layers * max(hw.attention_s(q.kv, kv_layer, attn_flops, context), op_s)
     logits = batch * cfg.vocab / t * 4.0  # fp32 logits written, then read by sampling
     overhead_s += (cfg.layers * ops_layer + ops_head) * op_s + logits / hw.bandwidth_bytes_per_s
     comm_s = 2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t)
@@ -432,6 +452,8 @@ def check_query(q: Query) -> None:
         raise ProjectionError(f"--group-size {q.group_size} does not divide the hidden size {q.model.hidden}")
     if q.tp < 1:
         raise ProjectionError(f"--tp {q.tp}: must be at least 1")
+    if q.mode not in LAUNCH_MODES:
+        raise ProjectionError(f"--launch {q.mode!r}: expected one of {', '.join(LAUNCH_MODES)}")
 
 
 def project(hw: HardwareProfile, q: Query, batches: list[int]) -> list[dict[str, Any]]:

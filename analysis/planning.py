@@ -49,6 +49,9 @@ CLAIM_KEYS = {
     "claimed_tokens_per_s": (int, float),
     "counts": str,
 }
+# optional: a serving engine with CUDA graphs (the default: published claims come from vLLM, TensorRT-LLM,
+# SGLang), or eager PyTorch (false)
+OPTIONAL_CLAIM_KEYS = {"cuda_graphs": bool, "kv_dtype": str, "group_size": int}
 
 
 def load_claims(path: Path) -> list[dict[str, Any]]:
@@ -68,14 +71,34 @@ def load_claims(path: Path) -> list[dict[str, Any]]:
                 raise PlanningError(f"{where}: missing {key!r}")
             if not isinstance(row[key], tp) or isinstance(row[key], bool):
                 raise PlanningError(f"{where}: {key!r} has the wrong type ({row[key]!r})")
-        unknown = set(row) - set(CLAIM_KEYS)
+        for key, tp in OPTIONAL_CLAIM_KEYS.items():
+            if key in row and (not isinstance(row[key], tp) or (tp is int and isinstance(row[key], bool))):
+                raise PlanningError(f"{where}: {key!r} has the wrong type ({row[key]!r})")
+        unknown = set(row) - set(CLAIM_KEYS) - set(OPTIONAL_CLAIM_KEYS)
         if unknown:
             raise PlanningError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         if row["counts"] not in ("output", "total"):
             raise PlanningError(f"{where}: counts must be 'output' or 'total', got {row['counts']!r}")
-        if row["dtype"] not in decode.BYTES_PER_WEIGHT:
-            raise PlanningError(f"{where}: dtype must be one of {', '.join(decode.BYTES_PER_WEIGHT)}")
+        if row["dtype"] not in decode.FORMATS:
+            raise PlanningError(f"{where}: dtype must be one of {', '.join(decode.FORMATS)}")
+        try:
+            decode.check_query(_query(row))
+        except decode.ProjectionError as exc:
+            raise PlanningError(f"{where}: {exc}") from None
     return rows
+
+
+def _query(c: dict[str, Any]) -> decode.Query:
+    return decode.Query(
+        load_model(c["model"]),
+        c["dtype"],
+        c.get("kv_dtype"),
+        c["tp"],
+        c["input_len"],
+        c["output_len"],
+        group_size=c.get("group_size", 128),
+        cuda_graphs=c.get("cuda_graphs", True),
+    )
 
 
 def _metric(row: dict[str, Any], counts: str) -> float:
@@ -84,7 +107,7 @@ def _metric(row: dict[str, Any], counts: str) -> float:
 
 def audit_claim(c: dict[str, Any]) -> dict[str, Any]:
     spec = specs.get(c["gpu"])
-    q = decode.Query(load_model(c["model"]), c["dtype"], None, c["tp"], c["input_len"], c["output_len"])
+    q = _query(c)
     (ideal,) = decode.project(decode.profile_from_spec(spec, ideal=True), q, [c["batch"]])
     (ours,) = decode.project(decode.profile_from_spec(spec), q, [c["batch"]])
     bound, proj, claimed = _metric(ideal, c["counts"]), _metric(ours, c["counts"]), c["claimed_tokens_per_s"]
@@ -137,8 +160,8 @@ def parse_side(text: str) -> Side:
     if len(parts) not in (3, 4):
         raise PlanningError(f"{text!r}: expected GPU:DTYPE:TP[:PRICE] (GPU a spec key or a run document)")
     target, dtype, tp = parts[0], parts[1], parts[2]
-    if dtype not in decode.BYTES_PER_WEIGHT:
-        raise PlanningError(f"{text!r}: dtype must be one of {', '.join(decode.BYTES_PER_WEIGHT)}")
+    if dtype not in decode.FORMATS:
+        raise PlanningError(f"{text!r}: dtype must be one of {', '.join(decode.FORMATS)}")
     try:
         tp_n = int(tp)
         price = float(parts[3]) if len(parts) == 4 else None
@@ -162,7 +185,9 @@ def parse_side(text: str) -> Side:
 def curve(
     side: Side, model: str, batches: list[int], input_len: int, output_len: int
 ) -> list[dict[str, Any]]:
-    q = decode.Query(load_model(model), side.dtype, None, side.tp, input_len, output_len, side.price)
+    q = decode.Query(
+        load_model(model), side.dtype, None, side.tp, input_len, output_len, side.price, cuda_graphs=True
+    )
     return decode.project(side.hw, q, batches)
 
 

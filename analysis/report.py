@@ -265,6 +265,7 @@ def print_projection(hw: Any, q: Any, rows: list[dict[str, Any]], console: Conso
         "KV/request",
         "max conc.",
         "bound",
+        "split % (w kv c o comm)",
         "$/M out",
     )
     for c in cols:
@@ -280,11 +281,23 @@ def print_projection(hw: Any, q: Any, rows: list[dict[str, Any]], console: Conso
             fmt_bytes(r["kv_bytes_per_request"]),
             str(r["max_concurrency"]),
             r["bound"],
+            " ".join(
+                f"{100 * r[k] / r['step_seconds']:.0f}"
+                for k in (
+                    "weights_seconds",
+                    "kv_seconds",
+                    "compute_seconds",
+                    "overhead_seconds",
+                    "communication_seconds",
+                )
+            ),
             "-" if cost is None else f"{cost:.2f}",
         )
     console.print(t)
+    mode = "CUDA graphs (fused kernels)" if q.cuda_graphs else "eager launches"
     console.print(
-        f"weights per GPU: {rows[0]['weight_bytes_per_gpu'] / 1e9:.1f} GB; output tok/s = batch / step time"
+        f"weights per GPU: {rows[0]['weight_bytes_per_gpu'] / 1e9:.1f} GB; output tok/s = batch / step time; "
+        f"step split: weights, KV/attention, compute, overhead ({mode}), communication"
     )
 
 

@@ -198,15 +198,25 @@ def decode_defaults(spec: GPUSpec | None) -> dict[str, Any]:
         fraction = spec.good["memory_gb_s"] / spec.memory_bandwidth_gb_s
     else:
         fraction = copy.get(spec.arch, copy.get(spec.memory, copy["other"]))
+    compute = {k: v for k, v in eff.items() if k not in ("memory", "link")}
+    if spec is not None and spec.good.get("bf16_tflops") and spec.bf16_tflops:
+        # a published good-node GEMM figure for this SKU scales every family's default alike
+        scale = spec.good["bf16_tflops"] / spec.bf16_tflops / compute["bf16"]
+        compute = {k: v * scale for k, v in compute.items()}
+    if spec is not None and spec.good.get("fp8_tflops") and spec.fp8_tflops:
+        compute["fp8"] = spec.good["fp8_tflops"] / spec.fp8_tflops
+    arch = spec.arch if spec is not None else ""
     return {
         "copy_fraction": float(fraction),
-        "compute_fraction": {k: v for k, v in eff.items() if k not in ("memory", "link")},
+        "compute_fraction": compute,
         "link_fraction": float(raw["link_fraction"]),
         "gemm_fraction": {fmt: dict(t) for fmt, t in raw["gemm_fraction"].items()},
-        "op_seconds": dict(raw["op_seconds"]),
+        "op_seconds": dict(raw["op_seconds_by_arch"].get(arch, raw["op_seconds"])),
+        "gemm_latency_s": float(raw["gemm_latency_s"].get(arch, raw["gemm_latency_s"]["default"])),
         "kernels": dict(raw["kernels"]),
         "allreduce_latency_s": dict(raw["allreduce_latency_s"]),
-        "attention_fraction": dict(raw["attention_fraction"]),
+        "attention_fraction": {int(k): float(v) for k, v in raw["attention_fraction"].items()},
+        "attention_fp8_factor": float(raw["attention_fp8_factor"]),
     }
 
 

@@ -129,6 +129,7 @@ def build(
     device: torch.device,
     seed: int = 0,
     group_size: int = 128,
+    keep_codes: bool = False,
 ) -> Decoder:
     """Random weights in weight format `fmt` (see ACTIVATION), caches filled with random K and V."""
     torch.manual_seed(seed)
@@ -142,7 +143,7 @@ def build(
     def linear_weight(n: int, k: int) -> Weight:
         if fmt in quant.WEIGHT_ONLY:
             return quant.random_weight(
-                fmt, n, k, device, group_size, keep_codes=False, scale=1 / math.sqrt(k)
+                fmt, n, k, device, group_size, keep_codes, scale=1 / math.sqrt(k)
             )
         return w(n, k)
 

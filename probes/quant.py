@@ -75,6 +75,8 @@ def shape_reason(fmt: str, n: int, k: int, group_size: int, platform: str) -> st
     if fmt == "int4-wo":
         if k % group_size:
             return f"int4-wo: K = {k} is not a multiple of the group size {group_size}"
+        if platform == "cpu" and n % 16:
+            return f"torch._convert_weight_to_int4pack_for_cpu needs N % 16 == 0 (N = {n})"
         if platform != "cpu" and (k % (16 * INT4_INNER_K_TILES) or n % 8):
             return f"torch._weight_int4pack_mm needs K % {16 * INT4_INNER_K_TILES} == 0 and N % 8 == 0 (N = {n}, K = {k})"
     return None

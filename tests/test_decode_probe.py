@@ -11,6 +11,7 @@ from helpers import fast_timing_toml
 
 import probes.decode as pd
 from analysis.models import ModelConfig, kv_bytes_per_token, load_model, parameter_count
+from probes import quant
 from probes.config import load_config
 from probes.context import Context
 from probes.nvml import Nvml
@@ -72,8 +73,44 @@ def reference_step(m: pd.Decoder, tokens: torch.Tensor, pos: int) -> torch.Tenso
     return torch.stack(out)
 
 
+def dense(m: pd.Decoder) -> pd.Decoder:
+    """The same decoder with every quantized weight replaced by its float64 dequantization."""
+    layers = [
+        {k: (w.dequantized() if isinstance(w, quant.QuantWeight) else w) for k, w in layer.items()}
+        for layer in m.layers
+    ]
+    return pd.Decoder(
+        m.cfg, layers, m.embed, m.lm_head, m.final_norm, m.k_cache, m.v_cache, m.rope_cos, m.rope_sin
+    )
+
+
+WO_TINY = ModelConfig("wo", 128, 256, 2, 4, 2, 32, 50, False, 1, 1)
+
+
+@pytest.mark.parametrize("fmt", ["int8-wo", "int4-wo"])
+def test_weight_only_decoder_matches_the_reference_on_dequantized_weights(fmt):
+    m = pd.build(
+        WO_TINY, 2, batch=2, max_seq=6, fmt=fmt, device=torch.device("cpu"), group_size=64, keep_codes=True
+    )
+    assert isinstance(m.layers[0]["qkv"], quant.QuantWeight) and m.embed.dtype == torch.bfloat16
+    pos, tokens = 4, torch.tensor([1, 33])
+    k_before = [c.clone() for c in m.k_cache]
+    expected = reference_step(dense(m), tokens, pos)
+    m.k_cache = k_before
+    got = pd.step(m, tokens, pos).double()
+    scale = expected.abs().max()
+    assert (got - expected).abs().max() <= 0.05 * scale, ((got - expected).abs().max(), scale)
+
+
+def test_ops_are_counted_per_layer_with_gemms_and_attention_apart():
+    m = pd.build(TINY, 2, batch=1, max_seq=9, fmt="fp32", device=torch.device("cpu"))
+    counts = pd.count_ops(m, torch.tensor([3]), 7)
+    assert counts["gemms_per_layer"] == 4  # qkv, o, gate_up, down
+    assert 10 <= counts["ops_per_layer"] <= 120 and counts["ops_head"] >= 3
+
+
 def test_decoder_matches_a_straightforward_reference():
-    m = pd.build(TINY, TINY.layers, batch=3, max_seq=9, dtype=torch.float32, device=torch.device("cpu"))
+    m = pd.build(TINY, TINY.layers, batch=3, max_seq=9, fmt="fp32", device=torch.device("cpu"))
     pos = 7  # seven cached positions, the new token at index 7
     k_before = [c.clone() for c in m.k_cache]
     tokens = torch.tensor([3, 17, 42])
@@ -90,7 +127,7 @@ def test_decoder_matches_a_straightforward_reference():
 def test_built_network_counts_equal_the_analysis_counts(name):
     cfg = load_model(name)
     # a meta-device build: shapes only, so the real sizes can be counted without the memory
-    m = pd.build(cfg, cfg.layers, batch=1, max_seq=4, dtype=torch.bfloat16, device=torch.device("meta"))
+    m = pd.build(cfg, cfg.layers, batch=1, max_seq=4, fmt="bf16", device=torch.device("meta"))
     assert m.parameter_count() == parameter_count(cfg)
     assert m.kv_bytes_per_token() == kv_bytes_per_token(cfg, 2)
 
@@ -108,15 +145,25 @@ def test_probe_runs_scaled_layers_and_reports_tokens_per_s(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg_json))
     toml = (
         fast_timing_toml(0.05)
-        + f'[decode]\nmodel = "{tmp_path / "config.json"}"\ndtype = "fp32"\nbatches = [1, 4]\ncontext = 32\nmax_layers = 2\n[profiles.t]\nprobes = ["decode"]\n'
+        + f'[decode]\nmodel = "{tmp_path / "config.json"}"\ndtypes = ["fp32"]\nbatches = [1, 4]\ncontext = 32\nmax_layers = 2\n[profiles.t]\nprobes = ["decode"]\n'
     )
     (tmp_path / "b.toml").write_text(toml)
     cfg = load_config(tmp_path / "b.toml")
     ctx = Context(cfg=cfg, devices=[torch.device("cpu")], nvml=Nvml())
     ms = pd.run(ctx)
-    assert [m.params["batch"] for m in ms] == [1, 4]
-    for m in ms:
+    steps = [m for m in ms if m.params.get("kind") == "step"]
+    assert [m.params["batch"] for m in steps] == [1, 4]
+    for m in steps:
         assert m.status == "ok" and m.unit == "tokens_per_s" and m.verification["status"] == "passed"
         assert m.params["scaled"] and "ran 2 of 6 layers" in m.params["note"]
         assert m.value == pytest.approx(m.params["batch"] / m.params["step_seconds"])
-        assert m.params["step_seconds"] > m.params["measured_seconds"]  # 6 layers cost more than the 2 run
+        assert m.params["step_seconds"] == pytest.approx(
+            m.params["layers_seconds"] * 3 + m.params["head_seconds"]
+        )  # 6 layers from the 2 run, plus the head
+        assert m.params["ops_per_layer"] > 0 and m.params["gemms_per_layer"] == 4
+    kinds = {m.params.get("kind") for m in ms}
+    assert {"overhead", "attention", "head", "step"} <= kinds
+    (over,) = [m for m in ms if m.params.get("kind") == "overhead"]
+    assert over.headline == "op_overhead_eager_torch" and 0 < over.value < 1e-3
+    for a in (m for m in ms if m.params.get("kind") == "attention"):
+        assert a.status == "ok" and a.unit == "bytes_per_s" and a.verification["status"] == "passed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -79,7 +80,14 @@ def test_decode_latency_side_by_side_with_llm_analysis(tmp_path, batch):
         hbm_memory_efficiency=0.85,
         log_level="ERROR",
     )
-    hw = decode.profile_from_spec(spec)  # memory 0.85, bf16 0.75: the same efficiencies
+    # the same assumptions as llm-analysis: memory 0.85, FLOPs 0.75 of the sheet, no per-kernel overheads,
+    # GEMMs and attention at the roofline
+    ideal = decode.profile_from_spec(spec, ideal=True)
+    hw = dataclasses.replace(
+        ideal,
+        bandwidth_bytes_per_s=0.85 * spec.memory_bytes_per_s,
+        flop_per_s={f: 0.75 * v for f, v in ideal.flop_per_s.items()},
+    )
     q = decode.Query(load_model("llama-2-7b"), "bf16", None, 1, 512, 32)
     ours = decode.decode_step(hw, q, batch, 512 + 16)
     assert ours.seconds == pytest.approx(theirs["decode_latency"], rel=0.15)

@@ -106,9 +106,21 @@ def test_checker_rejects_a_matmul_that_forgets_a_scale():
     assert check() is not None
 
 
+@pytest.mark.parametrize("key", ["int8-wo", "int4-wo"])
+def test_checker_rejects_a_weight_only_kernel_that_ignores_the_scales(key):
+    spec, ops = _ops(key, 8, 64, 256)
+    check = mm.make_checker(spec, ops)
+    mm.matmul_op(spec, "torch", ops)()
+    assert check() is None
+    # the same codes multiplied as if every scale were 1 (and no zero point): what a kernel that forgot them gives
+    raw = ops.qw.codes.to(torch.bfloat16)
+    ops.c.copy_(ops.a @ raw.t())
+    assert check() is not None
+
+
 def test_torch_ops_pass_the_checker_on_cpu():
-    for key in ("fp32", "bf16", "fp8_e4m3", "fp8_e4m3_rowwise", "int8"):
-        spec, ops = _ops(key, 24, 48, 64)
+    for key in ("fp32", "bf16", "fp8_e4m3", "fp8_e4m3_rowwise", "int8", "int8-wo", "int4-wo"):
+        spec, ops = _ops(key, 24, 48, 128)
         check = mm.make_checker(spec, ops)
         poison(ops.c)
         mm.matmul_op(spec, "torch", ops)()

@@ -121,10 +121,10 @@ def test_probe_on_cpu_measures_verifies_and_skips_with_reasons(tmp_path):
 def test_out_of_memory_is_recorded_and_larger_sizes_are_not_tried(tmp_path, monkeypatch):
     real = mm.make_operands
 
-    def fails_at_256(spec, m, n, k, device):
+    def fails_at_256(spec, m, n, k, device, *args):
         if m >= 256:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(spec, m, n, k, device)
+        return real(spec, m, n, k, device, *args)
 
     monkeypatch.setattr(mm, "make_operands", fails_at_256)
     ctx = ctx_for(
