@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("run", type=Path)
     exp.add_argument("--format", choices=["llm-analysis", "json"], default="llm-analysis")
     exp.add_argument("-o", "--output", type=Path, default=Path("."), help="folder to write into")
+    bt = sub.add_parser(
+        "backtest", help="the spec-only decode projection against published decode measurements"
+    )
+    bt.add_argument("--csv", type=Path, default=None, help="published rows (default: the bundled set)")
+    bt.add_argument("--half", choices=["all", "fit", "holdout"], default="all")
+    bt.add_argument("--json", action="store_true", help="print the rows as JSON")
     proj = sub.add_parser("project", help="project LLM decode throughput on a measured or spec-sheet GPU")
     src = proj.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a run document: measured and fitted ceilings")
@@ -80,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         help="KV cache: fp32, bf16, fp16, fp8, int8 (default: the activation dtype, bf16 for quantized weights)",
     )
     proj.add_argument(
+        "--launch",
+        default=None,
+        help="eager (PyTorch, the default), graph (CUDA graphs), native (a C++ engine without graphs)",
+    )
+    proj.add_argument(
         "--cuda-graphs",
         action="store_true",
         help="a serving engine: kernels graph-captured and fused (per-kernel cost, not eager launch)",
@@ -93,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "project":
         return _project(args)
+    if args.command == "backtest":
+        return _backtest(args)
     if args.command == "compare":
         return _compare(args)
     if args.command in ("audit", "crossover", "fleet"):
@@ -327,6 +340,32 @@ def _roofline(doc: dict, run: Path, output: Path | None) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    import json
+
+    from analysis import backtest as bt
+
+    try:
+        rows = bt.load_rows(args.csv) if args.csv else bt.load_rows()
+    except bt.BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results = bt.backtest([r for r in rows if args.half in ("all", r.half)])
+    if args.json:
+        out = [
+            {**r["row"].__dict__, "half": r["row"].half, **{k: v for k, v in r.items() if k != "row"}}
+            for r in results
+        ]
+        print(json.dumps(out, indent=1))
+        return 0
+    from rich.console import Console
+
+    from analysis.report import print_backtest
+
+    print_backtest(results, Console() if sys.stdout.isatty() else Console(width=160))
+    return 0
+
+
 def _project(args: argparse.Namespace) -> int:
     import json
 
@@ -364,6 +403,7 @@ def _project(args: argparse.Namespace) -> int:
             args.price_per_gpu_hour,
             group_size=group_size,
             cuda_graphs=args.cuda_graphs,
+            launch=args.launch,
         )
         rows = decode.project(hw, q, batches)
     except (decode.ProjectionError, ModelConfigError, RunDocumentError, specs.UnknownGPU) as exc:

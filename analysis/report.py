@@ -433,3 +433,53 @@ def _print_decode(doc: dict[str, Any], console: Console) -> None:
     notes = {r["note"] for r in rows if r["note"]}
     for n in notes:
         console.print(f"  decode: {n}")
+
+
+def print_backtest(results: list[dict[str, Any]], console: Console) -> None:
+    """Each published row beside the spec-only projection, then the summary of each half and of all."""
+    from analysis.backtest import summary
+
+    t = Table(title="Decode projection (spec sheet only) vs published measurements")
+    for col in (
+        "id",
+        "engine",
+        "gpu",
+        "TP",
+        "weights",
+        "batch",
+        "in/out",
+        "metric",
+        "published",
+        "projected",
+        "ratio",
+    ):
+        t.add_column(
+            col, justify="right" if col in ("TP", "batch", "published", "projected", "ratio") else "left"
+        )
+    for r in results:
+        row = r["row"]
+        t.add_row(
+            row.id,
+            f"{row.framework} ({row.launch})",
+            row.gpu,
+            str(row.tp),
+            row.weights + (f" g{row.group_size}" if row.weights == "int4-wo" else ""),
+            str(row.batch),
+            f"{row.input_len}/{row.output_len}",
+            row.metric,
+            f"{row.value:.1f}",
+            f"{r['projected']:.1f}" if "projected" in r else "-",
+            f"{r['ratio']:.2f}" if "ratio" in r else r.get("error", "-"),
+        )
+    console.print(t)
+    for name in ("fit", "holdout", "all"):
+        part = [r for r in results if name == "all" or r["row"].half == name]
+        s = summary(part)
+        if not s["rows"]:
+            continue
+        console.print(
+            f"{name:8} {s['rows']:3d} rows: median |error| {100 * s['median_abs_error']:.0f} %, geometric-mean "
+            f"ratio {s['geomean_ratio']:.2f}, within 25 % {100 * s['within_25pct']:.0f} %, worst "
+            f"{s['worst_ratio']:.2f}x, beyond 2x {s['beyond_2x']}"
+        )
+    console.print("ratio = projected / published; sources and quotes: analysis/data/decode_published.csv")

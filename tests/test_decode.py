@@ -198,3 +198,59 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path, capsys, args, expected):
     assert analysis_main(["project", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1
+
+
+def test_weight_formats_kv_dtypes_and_launch_modes():
+    hw = decode.profile_from_spec(specs.get("h100-sxm5-80gb"))
+    base = q("llama-3.1-8b")
+    step = {
+        fmt: decode.decode_step(hw, q("llama-3.1-8b", weight_dtype=fmt, cuda_graphs=True), 1, 1024)
+        for fmt in ("bf16", "fp8", "int8-wo", "int4-wo")
+    }
+    # fewer bytes per weight, faster batch-1 steps; the weight bytes follow the format (int4: 0.5 + scales)
+    assert step["bf16"].seconds > step["fp8"].seconds > step["int4-wo"].seconds
+    assert step["int8-wo"].seconds > step["int4-wo"].seconds
+    # int4 layers read ~0.53 B per weight; the LM head (1 GB of the 15) stays 16-bit
+    assert 0.25 < step["int4-wo"].weight_bytes / step["bf16"].weight_bytes < 0.35
+    # fp8 KV halves the KV bytes read
+    kv16 = decode.decode_step(hw, base, 32, 4096)
+    kv8 = decode.decode_step(hw, q("llama-3.1-8b", kv_dtype="fp8"), 32, 4096)
+    assert kv8.kv_bytes == pytest.approx(kv16.kv_bytes / 2) and kv8.kv_s < kv16.kv_s
+    # eager PyTorch pays per aten op; a graph-captured engine far less
+    eager = decode.decode_step(hw, base, 1, 1024)
+    graph = decode.decode_step(hw, q("llama-3.1-8b", cuda_graphs=True), 1, 1024)
+    native = decode.decode_step(hw, q("llama-3.1-8b", launch="native"), 1, 1024)
+    assert eager.overhead_s > native.overhead_s > graph.overhead_s > 0
+    parts = eager.weights_s + eager.kv_s + eager.compute_s + eager.overhead_s + eager.comm_s
+    assert parts == pytest.approx(eager.seconds)
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--dtype", "int3"], "--dtype 'int3': expected one of"),
+        (["--dtype", "int4-wo", "--group-size", "100"], "--group-size 100"),
+        (["--dtype", "int4-wo", "--group-size", "x"], "expected an integer"),
+        (["--kv-dtype", "fp4"], "--kv-dtype 'fp4'"),
+        (["--launch", "warp"], "--launch 'warp'"),
+    ],
+)
+def test_bad_formats_get_one_line_and_exit_2(capsys, args, msg):
+    from analysis.__main__ import main as analysis_main
+
+    rc = analysis_main(["project", "--gpu", "h100-sxm5-80gb", "--model", "llama-3.1-8b", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_int4_and_fp8_kv_project_from_the_command(capsys):
+    from analysis.__main__ import main as analysis_main
+
+    argv = ["project", "--gpu", "h100-sxm5-80gb", "--model", "llama-3.1-8b", "--dtype", "int4-wo"]
+    assert analysis_main([*argv, "--kv-dtype", "fp8", "--cuda-graphs", "--batch", "1,16", "--json"]) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["batch"] for r in rows] == [1, 16] and rows[0]["weights_seconds"] > 0
+    assert analysis_main([*argv, "--group-size", "64"]) == 0
+    assert "int4-wo weights, bf16 KV" in capsys.readouterr().out
