@@ -142,9 +142,7 @@ def build(
 
     def linear_weight(n: int, k: int) -> Weight:
         if fmt in quant.WEIGHT_ONLY:
-            return quant.random_weight(
-                fmt, n, k, device, group_size, keep_codes, scale=1 / math.sqrt(k)
-            )
+            return quant.random_weight(fmt, n, k, device, group_size, keep_codes, scale=1 / math.sqrt(k))
         return w(n, k)
 
     h, hd, nq, nkv = cfg.hidden, cfg.head_dim, cfg.heads, cfg.kv_heads
