@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return _roofline(doc, args.run, args.output)
     if args.command == "export":
         from analysis import export
-        from analysis.decode import ProjectionError
+        from analysis.formats import ProjectionError
 
         try:
             path, notes = export.write(doc, args.format, args.output)
@@ -360,7 +360,7 @@ def _backtest(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
 
-    from analysis.report import print_backtest
+    from analysis.decode_report import print_backtest
 
     print_backtest(results, Console() if sys.stdout.isatty() else Console(width=160))
     return 0
@@ -369,31 +369,31 @@ def _backtest(args: argparse.Namespace) -> int:
 def _project(args: argparse.Namespace) -> int:
     import json
 
-    from analysis import decode, specs
+    from analysis import decode, formats, hardware, specs
     from analysis.models import ModelConfigError, load_model
 
     try:
         if args.ideal and not args.gpu:
-            raise decode.ProjectionError("--ideal needs --gpu (a run document is measured, not ideal)")
+            raise formats.ProjectionError("--ideal needs --gpu (a run document is measured, not ideal)")
         if args.tp < 1:
-            raise decode.ProjectionError(f"--tp {args.tp}: must be at least 1")
+            raise formats.ProjectionError(f"--tp {args.tp}: must be at least 1")
         try:
             batches = [int(b) for b in args.batch.split(",") if b.strip()]
         except ValueError:
-            raise decode.ProjectionError(
+            raise formats.ProjectionError(
                 f"--batch {args.batch!r}: expected comma-separated integers"
             ) from None
         try:
             group_size = int(args.group_size)
         except ValueError:
-            raise decode.ProjectionError(f"--group-size {args.group_size!r}: expected an integer") from None
+            raise formats.ProjectionError(f"--group-size {args.group_size!r}: expected an integer") from None
         model = load_model(args.model)
         hw = (
-            decode.profile_from_run(load(args.run), args.run.name)
+            hardware.profile_from_run(load(args.run), args.run.name)
             if args.run
-            else decode.profile_from_spec(specs.get(args.gpu), args.ideal)
+            else hardware.profile_from_spec(specs.get(args.gpu), args.ideal)
         )
-        q = decode.Query(
+        q = formats.Query(
             model,
             args.dtype,
             args.kv_dtype,
@@ -402,11 +402,10 @@ def _project(args: argparse.Namespace) -> int:
             args.output_len,
             args.price_per_gpu_hour,
             group_size=group_size,
-            cuda_graphs=args.cuda_graphs,
-            launch=args.launch,
+            launch="graph" if args.cuda_graphs else (args.launch or "eager"),
         )
         rows = decode.project(hw, q, batches)
-    except (decode.ProjectionError, ModelConfigError, RunDocumentError, specs.UnknownGPU) as exc:
+    except (formats.ProjectionError, ModelConfigError, RunDocumentError, specs.UnknownGPU) as exc:
         print(f"error: {str(exc).strip(chr(34)).strip(chr(39))}", file=sys.stderr)
         return 2
     if args.json:
@@ -414,7 +413,7 @@ def _project(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
 
-    from analysis.report import print_projection
+    from analysis.decode_report import print_projection
 
     print_projection(hw, q, rows, Console() if sys.stdout.isatty() else Console(width=140))
     return 0

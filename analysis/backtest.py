@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis import decode, specs
+from analysis import decode, formats, hardware, specs
 from analysis.models import load_model
 
 PUBLISHED = Path(__file__).resolve().parent / "data" / "decode_published.csv"
@@ -105,7 +105,7 @@ def load_rows(path: Path = PUBLISHED) -> list[Row]:
                 tp=tp,
                 model=r["model"],
                 weights=r["weights"],
-                group_size=group if group in decode.GROUP_SIZES else 128,
+                group_size=group if group in formats.GROUP_SIZES else 128,
                 kv_dtype=(r.get("kv_dtype") or "").strip() or None,
                 batch=batch,
                 input_len=max(inp, 1),
@@ -126,7 +126,7 @@ def _launch(cuda_graphs: str, framework: str) -> str:
 
 def project_row(row: Row) -> float:
     """The spec-only projection of a row, in the row's metric."""
-    q = decode.Query(
+    q = formats.Query(
         load_model(row.model),
         row.weights,
         row.kv_dtype,
@@ -136,7 +136,7 @@ def project_row(row: Row) -> float:
         group_size=row.group_size,
         launch=row.launch,
     )
-    (p,) = decode.project(decode.profile_from_spec(specs.get(row.gpu)), q, [row.batch])
+    (p,) = decode.project(hardware.profile_from_spec(specs.get(row.gpu)), q, [row.batch])
     if row.metric == "per_seq_tok_s":
         return p["output_tokens_per_s"] / row.batch
     if row.metric == "decode_tok_s":
@@ -151,7 +151,7 @@ def backtest(rows: list[Row]) -> list[dict[str, Any]]:
         res: dict[str, Any] = {"row": r}
         try:
             proj = project_row(r)
-        except (decode.ProjectionError, specs.UnknownGPU, ValueError) as exc:
+        except (formats.ProjectionError, specs.UnknownGPU, ValueError) as exc:
             res["error"] = str(exc)
         else:
             res["projected"], res["ratio"] = proj, proj / r.value

@@ -17,7 +17,7 @@ from typing import Any
 
 from analysis import specs
 from analysis.collectives import curves
-from analysis.decode import default_pcie_bytes_per_s, profile_from_run
+from analysis.hardware import default_pcie_bytes_per_s, profile_from_run
 from analysis.headline import Headline, headlines
 
 
@@ -65,7 +65,7 @@ def llm_analysis_gpu(doc: dict[str, Any], name: str | None = None) -> dict[str, 
 
 def gpuprobe_profile(doc: dict[str, Any]) -> dict[str, Any]:
     """Our own profile: the measured ceilings, the roofline fit and the collective curves, SI units."""
-    from analysis.decode import describe
+    from analysis.hardware import describe
     from analysis.roofline import from_run
 
     hw = profile_from_run(doc)

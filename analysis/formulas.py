@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from typing import Any
+
 
 def gemm_flops(m: int, n: int, k: int) -> int:
     """FLOPs of C[m, n] = A[m, k] @ B[k, n]: one multiply and one add per (m, n, k) triple."""
@@ -36,3 +40,17 @@ def alg_bandwidth(size_bytes: float, seconds: float) -> float:
 def bus_bandwidth(op: str, algbw: float, n: int) -> float:
     """busbw = algbw * 2(n-1)/n for all-reduce, * (n-1)/n for all-gather and reduce-scatter."""
     return algbw * BUSBW_FACTORS[op](n)
+
+
+def interp_log_x(points: dict[Any, float], x: float) -> float:
+    """{x: y} at x, linear in log(x) between points, flat beyond the ends."""
+    xs = sorted(int(k) for k in points)
+    ys = [float(points[str(k)] if str(k) in points else points[k]) for k in xs]
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys, strict=True)):
+        if x0 <= x <= x1:
+            return y0 + (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) * (y1 - y0)
+    return ys[-1]  # pragma: no cover

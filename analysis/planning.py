@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis import decode, specs
+from analysis import decode, formats, hardware, specs
 from analysis.models import ModelConfigError, load_model
 
 if sys.version_info >= (3, 11):
@@ -79,17 +79,17 @@ def load_claims(path: Path) -> list[dict[str, Any]]:
             raise PlanningError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         if row["counts"] not in ("output", "total"):
             raise PlanningError(f"{where}: counts must be 'output' or 'total', got {row['counts']!r}")
-        if row["dtype"] not in decode.FORMATS:
-            raise PlanningError(f"{where}: dtype must be one of {', '.join(decode.FORMATS)}")
+        if row["dtype"] not in formats.FORMATS:
+            raise PlanningError(f"{where}: dtype must be one of {', '.join(formats.FORMATS)}")
         try:
-            decode.check_query(_query(row))
-        except decode.ProjectionError as exc:
+            formats.check_query(_query(row))
+        except formats.ProjectionError as exc:
             raise PlanningError(f"{where}: {exc}") from None
     return rows
 
 
-def _query(c: dict[str, Any]) -> decode.Query:
-    return decode.Query(
+def _query(c: dict[str, Any]) -> formats.Query:
+    return formats.Query(
         load_model(c["model"]),
         c["dtype"],
         c.get("kv_dtype"),
@@ -97,7 +97,7 @@ def _query(c: dict[str, Any]) -> decode.Query:
         c["input_len"],
         c["output_len"],
         group_size=c.get("group_size", 128),
-        cuda_graphs=c.get("cuda_graphs", True),
+        launch="graph" if c.get("cuda_graphs", True) else "eager",
     )
 
 
@@ -108,8 +108,8 @@ def _metric(row: dict[str, Any], counts: str) -> float:
 def audit_claim(c: dict[str, Any]) -> dict[str, Any]:
     spec = specs.get(c["gpu"])
     q = _query(c)
-    (ideal,) = decode.project(decode.profile_from_spec(spec, ideal=True), q, [c["batch"]])
-    (ours,) = decode.project(decode.profile_from_spec(spec), q, [c["batch"]])
+    (ideal,) = decode.project(hardware.profile_from_spec(spec, ideal=True), q, [c["batch"]])
+    (ours,) = decode.project(hardware.profile_from_spec(spec), q, [c["batch"]])
     bound, proj, claimed = _metric(ideal, c["counts"]), _metric(ours, c["counts"]), c["claimed_tokens_per_s"]
     out = {"name": c["name"], "claimed": claimed, "bound": bound, "projected": proj, "counts": c["counts"]}
     if claimed > bound:
@@ -128,11 +128,11 @@ def audit_claim(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def _why_impossible(
-    spec: specs.GPUSpec, q: decode.Query, c: dict[str, Any], ideal: dict[str, Any], factor: float
+    spec: specs.GPUSpec, q: formats.Query, c: dict[str, Any], ideal: dict[str, Any], factor: float
 ) -> str:
     b = c["batch"]
     ctx = c["input_len"] + (c["output_len"] - 1) // 2
-    step = decode.decode_step(decode.profile_from_spec(spec, ideal=True), q, b, ctx)
+    step = decode.decode_step(hardware.profile_from_spec(spec, ideal=True), q, b, ctx)
     steps_per_s = c["claimed_tokens_per_s"] / b
     if step.bound == "memory":
         need = (step.weight_bytes + step.kv_bytes) * steps_per_s
@@ -148,7 +148,7 @@ def _why_impossible(
 @dataclass
 class Side:
     label: str
-    hw: decode.HardwareProfile
+    hw: hardware.HardwareProfile
     dtype: str
     tp: int
     price: float | None
@@ -160,8 +160,8 @@ def parse_side(text: str) -> Side:
     if len(parts) not in (3, 4):
         raise PlanningError(f"{text!r}: expected GPU:DTYPE:TP[:PRICE] (GPU a spec key or a run document)")
     target, dtype, tp = parts[0], parts[1], parts[2]
-    if dtype not in decode.FORMATS:
-        raise PlanningError(f"{text!r}: dtype must be one of {', '.join(decode.FORMATS)}")
+    if dtype not in formats.FORMATS:
+        raise PlanningError(f"{text!r}: dtype must be one of {', '.join(formats.FORMATS)}")
     try:
         tp_n = int(tp)
         price = float(parts[3]) if len(parts) == 4 else None
@@ -171,12 +171,12 @@ def parse_side(text: str) -> Side:
         from analysis.rundoc import RunDocumentError, load
 
         try:
-            hw = decode.profile_from_run(load(target), Path(target).name)
-        except (RunDocumentError, decode.ProjectionError) as exc:
+            hw = hardware.profile_from_run(load(target), Path(target).name)
+        except (RunDocumentError, formats.ProjectionError) as exc:
             raise PlanningError(str(exc)) from None
     else:
         try:
-            hw = decode.profile_from_spec(specs.get(target))
+            hw = hardware.profile_from_spec(specs.get(target))
         except specs.UnknownGPU as exc:
             raise PlanningError(exc.args[0]) from None
     return Side(f"{target} {dtype} TP{tp_n}", hw, dtype, tp_n, price)
@@ -185,8 +185,8 @@ def parse_side(text: str) -> Side:
 def curve(
     side: Side, model: str, batches: list[int], input_len: int, output_len: int
 ) -> list[dict[str, Any]]:
-    q = decode.Query(
-        load_model(model), side.dtype, None, side.tp, input_len, output_len, side.price, cuda_graphs=True
+    q = formats.Query(
+        load_model(model), side.dtype, None, side.tp, input_len, output_len, side.price, launch="graph"
     )
     return decode.project(side.hw, q, batches)
 

@@ -139,7 +139,9 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     )
     _print_matmul(doc, console)
     _print_collectives(doc, console)
-    _print_decode(doc, console)
+    from analysis.decode_report import print_decode
+
+    print_decode(doc, console)
     for (probe, _kind), (n, reason, same) in sorted(skip_reasons(doc).items()):
         console.print(f"  skipped {n} {probe} case(s): {reason}{'' if same else ' (first of them)'}")
     for m in doc.get("measurements", []):
@@ -251,61 +253,11 @@ def print_verdicts(doc: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
-def print_projection(hw: Any, q: Any, rows: list[dict[str, Any]], console: Console) -> None:
-    t = Table(
-        title=f"{q.model.name} {q.weight_dtype} weights, {q.kv} KV, TP {q.tp}, in {q.input_len} / out {q.output_len} "
-        f"on {hw.name} [{hw.source}]"
-    )
-    cols = (
-        "batch",
-        "out tok/s",
-        "total tok/s",
-        "step ms",
-        "TTFT ms",
-        "KV/request",
-        "max conc.",
-        "bound",
-        "split % (w kv c o comm)",
-        "$/M out",
-    )
-    for c in cols:
-        t.add_column(c, justify="right" if c != "bound" else "left")
-    for r in rows:
-        cost = r["cost_per_million_output_tokens"]
-        t.add_row(
-            f"{r['batch']}{'' if r['fits'] else ' (over KV capacity)'}",
-            f"{r['output_tokens_per_s']:.1f}",
-            f"{r['total_tokens_per_s']:.1f}",
-            f"{r['step_seconds'] * 1e3:.2f}",
-            f"{r['ttft_seconds'] * 1e3:.1f}",
-            fmt_bytes(r["kv_bytes_per_request"]),
-            str(r["max_concurrency"]),
-            r["bound"],
-            " ".join(
-                f"{100 * r[k] / r['step_seconds']:.0f}"
-                for k in (
-                    "weights_seconds",
-                    "kv_seconds",
-                    "compute_seconds",
-                    "overhead_seconds",
-                    "communication_seconds",
-                )
-            ),
-            "-" if cost is None else f"{cost:.2f}",
-        )
-    console.print(t)
-    mode = "CUDA graphs (fused kernels)" if q.cuda_graphs else "eager launches"
-    console.print(
-        f"weights per GPU: {rows[0]['weight_bytes_per_gpu'] / 1e9:.1f} GB; output tok/s = batch / step time; "
-        f"step split: weights, KV/attention, compute, overhead ({mode}), communication"
-    )
-
-
 def print_run_analysis(
     doc: dict[str, Any], path: Any, models: list[str], dtype: str, console: Console
 ) -> None:
     """The end of a run's report: verdicts, the roofline PNG, and a short decode projection per model."""
-    from analysis import decode, roofline, specs
+    from analysis import decode, decode_report, formats, hardware, roofline, specs
     from analysis.models import ModelConfigError, load_model
 
     print_verdicts(doc, console)
@@ -321,165 +273,13 @@ def print_run_analysis(
         )
         console.print(f"roofline plot: {png}")
     try:
-        hw = decode.profile_from_run(doc, path.name)
-    except decode.ProjectionError as exc:
+        hw = hardware.profile_from_run(doc, path.name)
+    except formats.ProjectionError as exc:
         console.print(f"no decode projection: {exc}")
         return
     for model in models:
         try:
-            q = decode.Query(load_model(model), dtype, None, 1, 1024, 256)
-            print_projection(hw, q, decode.project(hw, q, [1, 8, 32]), console)
-        except (ModelConfigError, decode.ProjectionError) as exc:
+            q = formats.Query(load_model(model), dtype, None, 1, 1024, 256)
+            decode_report.print_projection(hw, q, decode.project(hw, q, [1, 8, 32]), console)
+        except (ModelConfigError, formats.ProjectionError) as exc:
             console.print(f"no decode projection for {model}: {exc}")
-
-
-def decode_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Measured decode tokens/s beside the projection from the same run's roofline (and the spec sheet's)."""
-    from analysis import decode, specs
-    from analysis.models import load_model
-
-    ms = [
-        m
-        for m in doc.get("measurements", [])
-        if m["probe"] == "decode" and m["status"] == "ok" and m.get("unit") == "tokens_per_s"
-    ]
-    if not ms:
-        return []
-    try:
-        measured_hw = decode.profile_from_run(doc)
-    except decode.ProjectionError:
-        measured_hw = None
-    name = (doc.get("devices") or [{}])[0].get("name", "")
-    key = specs.lookup(name) if (doc.get("devices") or [{}])[0].get("kind") == "gpu" else None
-    spec_hw = decode.profile_from_spec(specs.get(key)) if key else None
-    rows = []
-    for m in ms:
-        p = m["params"]
-        kv = decode.TORCH_KV_NAMES.get(p.get("kv_dtype", ""))
-        q = decode.Query(
-            load_model(p["model"]),
-            p["dtype"],
-            kv,
-            1,
-            p["context"],
-            1,
-            group_size=p.get("group_size") or 128,
-            ops_per_layer=p.get("ops_per_layer"),
-            ops_head=p.get("ops_head"),
-        )
-        row = {
-            "model": p["model"],
-            "dtype": p["dtype"],
-            "batch": p["batch"],
-            "context": p["context"],
-            "measured": m["value"],
-            "note": p.get("note", ""),
-        }
-        for label, hw in (("projected", measured_hw), ("spec", spec_hw)):
-            if hw is not None:
-                step = decode.decode_step(hw, q, p["batch"], p["context"] + 1)
-                row[label] = p["batch"] / step.seconds
-                row[f"{label}_error"] = row[label] / m["value"] - 1
-                if label == "projected":
-                    row["split"] = _split(step)
-        rows.append(row)
-    return rows
-
-
-def _split(step: Any) -> str:
-    """Where a projected step goes, in % of it: weights, KV, compute, overhead, communication."""
-    parts = (
-        ("w", step.weights_s),
-        ("kv", step.kv_s),
-        ("c", step.compute_s),
-        ("o", step.overhead_s),
-        ("comm", step.comm_s),
-    )
-    return " ".join(f"{k} {100 * v / step.seconds:.0f}" for k, v in parts if v > 0.005 * step.seconds)
-
-
-def _print_decode(doc: dict[str, Any], console: Console) -> None:
-    rows = decode_rows(doc)
-    if not rows:
-        return
-    t = Table(title="Decode: measured tokens/s vs the projection from this run's parts")
-    for col in (
-        "model",
-        "dtype",
-        "batch",
-        "context",
-        "measured tok/s",
-        "projected",
-        "error",
-        "spec-only",
-        "error ",
-        "projected split %",
-    ):
-        t.add_column(col, justify="left" if col in ("model", "dtype") else "right")
-    for r in rows:
-        t.add_row(
-            r["model"],
-            r["dtype"],
-            str(r["batch"]),
-            str(r["context"]),
-            f"{r['measured']:.1f}",
-            f"{r['projected']:.1f}" if "projected" in r else "-",
-            f"{100 * r['projected_error']:+.0f}%" if "projected" in r else "-",
-            f"{r['spec']:.1f}" if "spec" in r else "-",
-            f"{100 * r['spec_error']:+.0f}%" if "spec" in r else "-",
-            r.get("split", "-"),
-        )
-    console.print(t)
-    notes = {r["note"] for r in rows if r["note"]}
-    for n in notes:
-        console.print(f"  decode: {n}")
-
-
-def print_backtest(results: list[dict[str, Any]], console: Console) -> None:
-    """Each published row beside the spec-only projection, then the summary of each half and of all."""
-    from analysis.backtest import summary
-
-    t = Table(title="Decode projection (spec sheet only) vs published measurements")
-    for col in (
-        "id",
-        "engine",
-        "gpu",
-        "TP",
-        "weights",
-        "batch",
-        "in/out",
-        "metric",
-        "published",
-        "projected",
-        "ratio",
-    ):
-        t.add_column(
-            col, justify="right" if col in ("TP", "batch", "published", "projected", "ratio") else "left"
-        )
-    for r in results:
-        row = r["row"]
-        t.add_row(
-            row.id,
-            f"{row.framework} ({row.launch})",
-            row.gpu,
-            str(row.tp),
-            row.weights + (f" g{row.group_size}" if row.weights == "int4-wo" else ""),
-            str(row.batch),
-            f"{row.input_len}/{row.output_len}",
-            row.metric,
-            f"{row.value:.1f}",
-            f"{r['projected']:.1f}" if "projected" in r else "-",
-            f"{r['ratio']:.2f}" if "ratio" in r else r.get("error", "-"),
-        )
-    console.print(t)
-    for name in ("fit", "holdout", "all"):
-        part = [r for r in results if name == "all" or r["row"].half == name]
-        s = summary(part)
-        if not s["rows"]:
-            continue
-        console.print(
-            f"{name:8} {s['rows']:3d} rows: median |error| {100 * s['median_abs_error']:.0f} %, geometric-mean "
-            f"ratio {s['geomean_ratio']:.2f}, within 25 % {100 * s['within_25pct']:.0f} %, worst "
-            f"{s['worst_ratio']:.2f}x, beyond 2x {s['beyond_2x']}"
-        )
-    console.print("ratio = projected / published; sources and quotes: analysis/data/decode_published.csv")

@@ -14,13 +14,13 @@ small-M efficiency curve the decode projection applies to shapes the run did not
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.formulas import interp_log_x
 from analysis.headline import compute_family, dtype_family, headlines
 
 
@@ -59,18 +59,7 @@ class Roofline:
     def gemm_efficiency(self, m: int, family: str) -> float:
         """Measured fraction of the roofline for a `family` GEMM at M = m (1.0 where the run did not sweep it)."""
         eff = self.efficiency_by_m.get(family)
-        if not eff:
-            return 1.0
-        ms = sorted(eff)
-        if m <= ms[0]:
-            return eff[ms[0]]
-        if m >= ms[-1]:
-            return eff[ms[-1]]
-        for lo, hi in itertools.pairwise(ms):
-            if lo <= m <= hi:
-                f = (math.log(m) - math.log(lo)) / (math.log(hi) - math.log(lo))
-                return eff[lo] + f * (eff[hi] - eff[lo])
-        return 1.0  # pragma: no cover
+        return interp_log_x(eff, m) if eff else 1.0
 
 
 def from_run(doc: dict[str, Any]) -> Roofline | None:

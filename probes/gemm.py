@@ -208,11 +208,10 @@ def _random(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) ->
 def make_operands(
     spec: DtypeSpec, m: int, n: int, k: int, device: torch.device, group_size: int = 128
 ) -> Operands:
+    a = _random((m, k), spec.a, device)
     if spec.weight_only:
-        a = _random((m, k), spec.a, device)
         qw = quant.random_weight(spec.key, n, k, device, group_size)
         return Operands(a, qw.packed, torch.empty((m, n), dtype=spec.out, device=device), None, None, qw)
-    a = _random((m, k), spec.a, device)
     w = _random((n, k), spec.b, device)
     c = torch.empty((m, n), dtype=spec.out, device=device)
     sa = sb = None

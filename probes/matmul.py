@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from analysis.decode import head_format
+from analysis.formats import head_format
 from analysis.formulas import arithmetic_intensity, gemm_bytes, gemm_flops
 from analysis.headline import Headline, dtype_family
 from analysis.models import decode_linears, load_model

@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import make_doc
 
-from analysis import decode, specs
+from analysis import decode, formats, hardware, specs
 from analysis.__main__ import main as analysis_main
 from analysis.models import load_model, parameter_count
 from analysis.rundoc import write_atomic
@@ -22,13 +22,13 @@ def test_seed_arithmetic_weight_read_floor_and_cost():
     assert decode.cost_per_million_tokens(1.64, 2, 500) == pytest.approx(1.82, abs=0.005)
 
 
-def q(model: str = "llama-3.1-70b", **kw) -> decode.Query:
-    return decode.Query(load_model(model), **kw)
+def q(model: str = "llama-3.1-70b", **kw) -> formats.Query:
+    return formats.Query(load_model(model), **kw)
 
 
 def test_batch_1_decode_is_memory_bound_and_never_beats_the_weight_floor():
     for key in ("h100-sxm5-80gb", "l40s", "a100-sxm4-80gb", "mi300x"):
-        hw = decode.profile_from_spec(specs.get(key), ideal=True)
+        hw = hardware.profile_from_spec(specs.get(key), ideal=True)
         query = q("llama-3.1-8b", weight_dtype="bf16")
         (row,) = decode.project(hw, query, [1])
         floor = decode.weight_read_floor_s(parameter_count(query.model) * 2, hw.bandwidth_bytes_per_s)
@@ -39,7 +39,7 @@ def test_batch_1_decode_is_memory_bound_and_never_beats_the_weight_floor():
 
 def test_ideal_is_the_upper_bound_and_batching_raises_throughput():
     spec = specs.get("h100-sxm5-80gb")
-    ideal, real = decode.profile_from_spec(spec, ideal=True), decode.profile_from_spec(spec)
+    ideal, real = hardware.profile_from_spec(spec, ideal=True), hardware.profile_from_spec(spec)
     query = q(weight_dtype="fp8", tp=2)
     a, b = decode.project(ideal, query, [1, 32]), decode.project(real, query, [1, 32])
     assert a[0]["output_tokens_per_s"] > b[0]["output_tokens_per_s"]
@@ -50,13 +50,13 @@ def test_ideal_is_the_upper_bound_and_batching_raises_throughput():
 def test_kv_capacity_and_default_kv_dtype():
     query = q(weight_dtype="fp8", tp=2, input_len=1024, output_len=256)
     assert query.kv == "bf16"  # 8-bit weights keep a 16-bit cache unless told
-    row = decode.project(decode.profile_from_spec(specs.get("l40s")), query, [1, 64])
+    row = decode.project(hardware.profile_from_spec(specs.get("l40s")), query, [1, 64])
     assert row[0]["kv_bytes_per_request"] == pytest.approx(2 * 80 * 8 * 128 * 2 * 1280)
     assert row[0]["max_concurrency"] > 0 and row[0]["fits"] and not row[1]["fits"]
 
 
 def test_moe_reads_only_the_experts_a_batch_touches():
-    hw = decode.profile_from_spec(specs.get("h100-sxm5-80gb"), ideal=True)
+    hw = hardware.profile_from_spec(specs.get("h100-sxm5-80gb"), ideal=True)
     one = decode.decode_step(hw, q("mixtral-8x7b", tp=2), 1, 1024)
     many = decode.decode_step(hw, q("mixtral-8x7b", tp=2), 64, 1024)
     assert many.weight_bytes > 3 * one.weight_bytes  # 2 of 8 experts at batch 1, all 8 at batch 64
@@ -111,7 +111,7 @@ def run_doc(tmp_path):
 def test_a_measured_profile_uses_the_run_and_its_decode_gemms(tmp_path):
     from analysis.rundoc import load
 
-    hw = decode.profile_from_run(load(run_doc(tmp_path)))
+    hw = hardware.profile_from_run(load(run_doc(tmp_path)))
     assert hw.bandwidth_bytes_per_s == 3.0e12 and hw.compute("bf16") == 800e12
     query = q("llama-3.1-8b")
     t8, _memory_bound = decode.gemm_seconds(hw, 8, 6144, 4096, query)
@@ -201,10 +201,10 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path, capsys, args, expected):
 
 
 def test_weight_formats_kv_dtypes_and_launch_modes():
-    hw = decode.profile_from_spec(specs.get("h100-sxm5-80gb"))
+    hw = hardware.profile_from_spec(specs.get("h100-sxm5-80gb"))
     base = q("llama-3.1-8b")
     step = {
-        fmt: decode.decode_step(hw, q("llama-3.1-8b", weight_dtype=fmt, cuda_graphs=True), 1, 1024)
+        fmt: decode.decode_step(hw, q("llama-3.1-8b", weight_dtype=fmt, launch="graph"), 1, 1024)
         for fmt in ("bf16", "fp8", "int8-wo", "int4-wo")
     }
     # fewer bytes per weight, faster batch-1 steps; the weight bytes follow the format (int4: 0.5 + scales)
@@ -218,7 +218,7 @@ def test_weight_formats_kv_dtypes_and_launch_modes():
     assert kv8.kv_bytes == pytest.approx(kv16.kv_bytes / 2) and kv8.kv_s < kv16.kv_s
     # eager PyTorch pays per aten op; a graph-captured engine far less
     eager = decode.decode_step(hw, base, 1, 1024)
-    graph = decode.decode_step(hw, q("llama-3.1-8b", cuda_graphs=True), 1, 1024)
+    graph = decode.decode_step(hw, q("llama-3.1-8b", launch="graph"), 1, 1024)
     native = decode.decode_step(hw, q("llama-3.1-8b", launch="native"), 1, 1024)
     assert eager.overhead_s > native.overhead_s > graph.overhead_s > 0
     parts = eager.weights_s + eager.kv_s + eager.compute_s + eager.overhead_s + eager.comm_s

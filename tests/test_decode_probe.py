@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import fast_timing_toml
 
-import probes.decode as pd
+import probes.decode as probe
+import probes.decoder as pd
 from analysis.models import ModelConfig, kv_bytes_per_token, load_model, parameter_count
 from probes import quant
 from probes.config import load_config
@@ -150,7 +151,7 @@ def test_probe_runs_scaled_layers_and_reports_tokens_per_s(tmp_path):
     (tmp_path / "b.toml").write_text(toml)
     cfg = load_config(tmp_path / "b.toml")
     ctx = Context(cfg=cfg, devices=[torch.device("cpu")], nvml=Nvml())
-    ms = pd.run(ctx)
+    ms = probe.run(ctx)
     steps = [m for m in ms if m.params.get("kind") == "step"]
     assert [m.params["batch"] for m in steps] == [1, 4]
     for m in steps:

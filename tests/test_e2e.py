@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import REPO
 
-from analysis.report import decode_rows
+from analysis.decode_report import decode_rows
 from analysis.rundoc import load
 
 

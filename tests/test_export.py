@@ -8,7 +8,7 @@ import json
 import pytest
 from helpers import h100_doc
 
-from analysis import decode, specs
+from analysis import decode, formats, hardware, specs
 from analysis.__main__ import main as analysis_main
 from analysis.models import load_model
 from analysis.rundoc import write_atomic
@@ -82,13 +82,13 @@ def test_decode_latency_side_by_side_with_llm_analysis(tmp_path, batch):
     )
     # the same assumptions as llm-analysis: memory 0.85, FLOPs 0.75 of the sheet, no per-kernel overheads,
     # GEMMs and attention at the roofline
-    ideal = decode.profile_from_spec(spec, ideal=True)
+    ideal = hardware.profile_from_spec(spec, ideal=True)
     hw = dataclasses.replace(
         ideal,
         bandwidth_bytes_per_s=0.85 * spec.memory_bytes_per_s,
         flop_per_s={f: 0.75 * v for f, v in ideal.flop_per_s.items()},
     )
-    q = decode.Query(load_model("llama-2-7b"), "bf16", None, 1, 512, 32)
+    q = formats.Query(load_model("llama-2-7b"), "bf16", None, 1, 512, 32)
     ours = decode.decode_step(hw, q, batch, 512 + 16)
     assert ours.seconds == pytest.approx(theirs["decode_latency"], rel=0.15)
     assert decode.prefill_s(hw, q, batch) == pytest.approx(theirs["prefill_latency"], rel=0.15)

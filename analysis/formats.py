@@ -1,0 +1,84 @@
+"""What a decode projection is asked: weight formats, KV dtypes, launch modes, and the Query itself.
+
+Weight formats: fp32, bf16, fp16, fp8 (W8A8), int8 (W8A8), int8-wo and int4-wo (weight-only, bf16
+activations; int4 carries a bf16 scale and zero per `group_size` weights). KV cache: fp32, bf16, fp16, fp8,
+int8. Launch modes: eager (PyTorch), graph (CUDA graphs), native (a C++ engine without graphs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analysis.headline import compute_family
+from analysis.models import ModelConfig
+
+FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int8-wo", "int4-wo")
+KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
+ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+BYTES_PER_WEIGHT = {**ELEMENT_BYTES, "int8-wo": 1.0, "int4-wo": 0.5}  # before scales
+GROUP_SIZES = (32, 64, 128, 256)
+LAUNCH_MODES = ("eager", "graph", "native")
+
+
+class ProjectionError(ValueError):
+    """Inputs that cannot be projected (TP not dividing heads, batch <= 0, a run without the figures)."""
+
+
+def weight_bytes(fmt: str, group_size: int = 128) -> float:
+    """Bytes per weight read, scales included: int4-wo adds a bf16 scale and zero per group."""
+    return BYTES_PER_WEIGHT[fmt] + (4.0 / group_size if fmt == "int4-wo" else 0.0)
+
+
+def activation_dtype(fmt: str) -> str:
+    return fmt if fmt in ("fp32", "fp16") else "bf16"
+
+
+def head_format(fmt: str) -> str:
+    """The LM head's format: quantized models keep it in 16 bits (vLLM, TensorRT-LLM, AWQ/GPTQ checkpoints)."""
+    return fmt if fmt in ("fp32", "bf16", "fp16") else activation_dtype(fmt)
+
+
+@dataclass(frozen=True)
+class Query:
+    model: ModelConfig
+    weight_dtype: str = "bf16"
+    kv_dtype: str | None = None
+    tp: int = 1
+    input_len: int = 1024
+    output_len: int = 256
+    price_per_gpu_hour: float | None = None
+    group_size: int = 128
+    ops_per_layer: int | None = None  # small ops per layer; None: the database's count for the launch mode
+    ops_head: int | None = None
+    # how kernels are launched: "eager" (PyTorch: an aten op per kernel, Python and dispatch per op),
+    # "graph" (a serving engine's fused kernels replayed from a CUDA graph), "native" (a C++ engine's fused
+    # kernels launched one by one, e.g. llama.cpp without graphs)
+    launch: str = "eager"
+
+    @property
+    def kv(self) -> str:
+        return self.kv_dtype or activation_dtype(self.weight_dtype)
+
+    @property
+    def compute_dtype(self) -> str:
+        return compute_family(self.weight_dtype)
+
+
+def check_query(q: Query) -> None:
+    """ProjectionError (one line) for a format, KV dtype or group size the model does not know."""
+    if q.weight_dtype not in FORMATS:
+        raise ProjectionError(f"--dtype {q.weight_dtype!r}: expected one of {', '.join(FORMATS)}")
+    if q.kv not in KV_DTYPES:
+        raise ProjectionError(f"--kv-dtype {q.kv!r}: expected one of {', '.join(KV_DTYPES)}")
+    if q.group_size not in GROUP_SIZES:
+        raise ProjectionError(
+            f"--group-size {q.group_size}: expected one of {', '.join(map(str, GROUP_SIZES))}"
+        )
+    if q.weight_dtype == "int4-wo" and q.model.hidden % q.group_size:
+        raise ProjectionError(
+            f"--group-size {q.group_size} does not divide the hidden size {q.model.hidden}"
+        )
+    if q.tp < 1:
+        raise ProjectionError(f"--tp {q.tp}: must be at least 1")
+    if q.launch not in LAUNCH_MODES:
+        raise ProjectionError(f"--launch {q.launch!r}: expected one of {', '.join(LAUNCH_MODES)}")
