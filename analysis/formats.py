@@ -75,9 +75,7 @@ def check_query(q: Query) -> None:
             f"--group-size {q.group_size}: expected one of {', '.join(map(str, GROUP_SIZES))}"
         )
     if q.weight_dtype == "int4-wo" and q.model.hidden % q.group_size:
-        raise ProjectionError(
-            f"--group-size {q.group_size} does not divide the hidden size {q.model.hidden}"
-        )
+        raise ProjectionError(f"--group-size {q.group_size} does not divide the hidden size {q.model.hidden}")
     if q.tp < 1:
         raise ProjectionError(f"--tp {q.tp}: must be at least 1")
     if q.launch not in LAUNCH_MODES:
