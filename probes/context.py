@@ -106,6 +106,7 @@ def measure_case(
     headline: str | None = None,
     timing: TimingConfig | None = None,
     agree: Agree | None = None,
+    ops_per_call: int = 1,
 ) -> Measurement:
     """Check, time and check again one case; see the module docstring. Never raises for a bad case."""
     m = Measurement(probe=probe, case=case, device=str(device), params=dict(params), headline=headline)
@@ -122,7 +123,7 @@ def measure_case(
                     return _fail(m, f"wrong result before timing: {problem}")
             flush = ctx.cache_flush(device) if flush_cache else None
             with TelemetrySampler(ctx.nvml, device, ctx.cfg.timing.telemetry_interval_s) as tel:
-                timing_result = time_fn(fn, device, timing or ctx.cfg.timing, flush, agree)
+                timing_result = time_fn(fn, device, timing or ctx.cfg.timing, flush, agree, ops_per_call)
             m.telemetry = tel.summary()
             m.timing = timing_result.to_dict()
             if check is not None:

@@ -15,9 +15,14 @@ Beside each step the probe measures the parts the projection (analysis.decode) s
   of reading K and V (the KV dtype is the activation dtype).
 The GEMMs themselves come from the matmul probe's decode sweep of the same shapes and format.
 
-The layers and the head (embedding, final norm, LM head) are timed apart, the cache flushed before every
-repetition; step = t(layers) x L / layers run + t(head). When the whole model would not fit, or would take
-too long here, the probe runs `max_layers` layers (or as many as fit in memory) and says it scaled.
+The cache is flushed before every repetition: every weight is read from memory, as in any model larger than
+the last-level cache (a model that fits in a CPU's L3 would run faster unflushed, a speed no real model
+gets). When the whole model fits (in memory, and within `max_layers` when that is set) the measured step is
+the real thing: whole steps, no scaling. Otherwise the probe runs as many layers as fit (at most
+`max_layers`), says it scaled, and times the layers and the head (embedding, final norm, LM head) apart;
+step = t(layers) x L / layers run + t(head). The flush has a fixed cost of its own on the first
+~millisecond of work after it (about 1 ms on a 2-core VM: 2 flushed int4 layers of qwen2.5-0.5b scaled x12
+read +37 % over the whole model's layers), so the fewer layers run, the more pessimistic a scaled figure.
 
     python -m probes.decode --device cpu
 """
@@ -49,7 +54,7 @@ GRAPH_OPS = 64  # tiny kernels per CUDA graph replay when timing the in-graph ov
 
 def n_cases(ctx: Context) -> int:
     dc = ctx.cfg.decode
-    return (2 if ctx.devices[0].type == "cuda" else 1) + len(dc.dtypes) * len(dc.batches) * 3
+    return (2 if ctx.devices[0].type == "cuda" else 1) + len(dc.dtypes) * len(dc.batches) * 3  # at most
 
 
 def bytes_needed(cfg: ModelConfig, fmt: str, n_layers: int, batch: int, context: int) -> float:
@@ -188,42 +193,45 @@ def run_format(ctx: Context, device: torch.device, fmt: str) -> list[Measurement
         tokens = torch.randint(0, model_cfg.vocab, (b,), device=device)
         params = {**base, "batch": b}
         out.append(_attention_case(ctx, device, sub, dc.context, params))
-        # Layers and head are timed apart, each with the cache flushed before every repetition (in a real
-        # step the other layers' weights and the head evict them): step = layers x L / run + head. Timing the
-        # layers directly, not as (layers + head) - head, keeps the head's noise out of the scaled part.
-        head = measure_case(
-            ctx,
-            probe=NAME,
-            case=f"{dc.model}/{fmt}/head/B={b}",
-            device=device,
-            params={**params, "kind": "head"},
-            fn=lambda sub=sub, tokens=tokens: step(sub, tokens, dc.context, with_layers=False),
-            check=None,
-            flush_cache=True,
-        )
-        out.append(head)
+        scaled = n_layers != model_cfg.layers
+        head = None
+        if scaled:
+            # Layers and head are timed apart (in a real step the other layers' weights and the head evict
+            # the cache): step = layers x L / run + head. Timing the layers directly, not as
+            # (layers + head) - head, keeps the head's noise out of the scaled part.
+            head = measure_case(
+                ctx,
+                probe=NAME,
+                case=f"{dc.model}/{fmt}/head/B={b}",
+                device=device,
+                params={**params, "kind": "head"},
+                fn=lambda sub=sub, tokens=tokens: step(sub, tokens, dc.context, with_layers=False),
+                check=None,
+                flush_cache=True,
+            )
+            out.append(head)
         m = measure_case(
             ctx,
             probe=NAME,
             case=f"{dc.model}/{fmt}/B={b}",
             device=device,
             params={**params, "kind": "step"},
-            fn=lambda sub=sub, tokens=tokens: step(sub, tokens, dc.context, with_head=False),
+            fn=lambda sub=sub, tokens=tokens, whole=not scaled: step(
+                sub, tokens, dc.context, with_head=whole
+            ),
             check=_finite_check(sub, tokens, dc.context),
             flush_cache=True,
         )
-        if m.status == "ok" and head.status == "ok":
+        if m.status == "ok" and head is None:
+            t_step = m.timing["stats"]["median_s"]
+            m.params.update(step_seconds=t_step, scaled=False)
+            m.value, m.unit = b / t_step, "tokens_per_s"
+        elif m.status == "ok" and head is not None and head.status == "ok":
             t_layers, t_head = m.timing["stats"]["median_s"], head.timing["stats"]["median_s"]
             t_step = t_layers * model_cfg.layers / n_layers + t_head
-            m.params.update(
-                step_seconds=t_step,
-                head_seconds=t_head,
-                layers_seconds=t_layers,
-                scaled=n_layers != model_cfg.layers,
-            )
+            m.params.update(step_seconds=t_step, head_seconds=t_head, layers_seconds=t_layers, scaled=True)
+            m.params["note"] = f"ran {n_layers} of {model_cfg.layers} layers and scaled by layer count"
             m.value, m.unit = b / t_step, "tokens_per_s"
-            if n_layers != model_cfg.layers:
-                m.params["note"] = f"ran {n_layers} of {model_cfg.layers} layers and scaled by layer count"
         out.append(m)
     return out
 
@@ -231,18 +239,26 @@ def run_format(ctx: Context, device: torch.device, fmt: str) -> list[Measurement
 def _attention_case(
     ctx: Context, device: torch.device, model: Decoder, context: int, params: dict[str, Any]
 ) -> Measurement:
-    """scaled_dot_product_attention of one layer over S + 1 cached positions: KV bytes / time."""
+    """scaled_dot_product_attention of one layer over S + 1 cached positions: KV bytes / time.
+
+    Each repetition attends over every layer's cache in turn after one flush (as a step does), the time
+    divided among the layers: one layer's cache alone would mostly time the flush's after-effects."""
     cfg = model.cfg
     b = model.k_cache[0].shape[0]
     q = torch.empty(b, cfg.heads, 1, cfg.head_dim, dtype=model.k_cache[0].dtype, device=device).uniform_(
         -1, 1
     )
-    keys, values = model.k_cache[0][:, :, : context + 1], model.v_cache[0][:, :, : context + 1]
+    caches = [
+        (k[:, :, : context + 1], v[:, :, : context + 1])
+        for k, v in zip(model.k_cache, model.v_cache, strict=True)
+    ]
+    keys, values = caches[-1]
     kv_bytes = 2 * keys.numel() * keys.element_size()
     result: dict[str, torch.Tensor] = {}
 
     def run() -> None:
-        result["out"] = attention(q, keys, values)
+        for k, v in caches:
+            result["out"] = attention(q, k, v)
 
     def check() -> str | None:
         if "out" not in result:
@@ -267,6 +283,7 @@ def _attention_case(
         poison=result.clear,
         bytes_moved=kv_bytes,
         flush_cache=True,
+        ops_per_call=len(caches),
     )
 
 

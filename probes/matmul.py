@@ -14,7 +14,9 @@ fp16, bf16 (torch.matmul), fp8 e4m3 x e4m3 through torch._scaled_mm with per-ten
 through torch._int_mm (int32 out). FP8 outputs are bf16. A dtype the device cannot run is listed as skipped
 with the reason. Weights are W[N, K] as in a linear layer, multiplied as W^T (the layout frameworks use,
 and the column-major B that _scaled_mm needs). Inputs are uniform in [-1, 1], never zeros; the L2 is
-flushed between repetitions, as the weights of the other layers would have flushed it during decode.
+flushed between repetitions, as the weights of the other layers would have flushed it during decode; a
+decode-shaped GEMM runs in turn over copies of its weight (256 MiB of them, at most 64 copies) after each
+flush, the time divided among them, as a step streams a different cold weight into every GEMM.
 
 How each dtype is run and checked (and which devices can run it) is probes.gemm.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,7 @@ from probes.gemm import (
     matmul_op,
     operand_bytes,
     platform_of,
+    rotation_size,
     shape_reason,
     spec_for,
     tf32_mode,
@@ -208,7 +212,11 @@ class DeviceRun:
             return f"torch cannot run {dtype} ({variant}) on this device: {error_line(exc)}"
         return None
 
-    def measure(self, case: Case, ops: Operands | None = None) -> Measurement:
+    def measure(
+        self, case: Case, ops: Operands | None = None, rotation: Sequence[Operands] = ()
+    ) -> Measurement:
+        """One case; `rotation`: further operand sets with weights of their own, run in turn after each
+        flush (decode shapes: see gemm.rotation_size)."""
         spec = spec_for(case.dtype, self.device)
         params: dict[str, Any] = {
             "kind": case.kind,
@@ -245,7 +253,8 @@ class DeviceRun:
         try:
             if ops is None:
                 ops = make_operands(spec, case.m, case.n, case.k, self.device, self.mm.group_size)
-            fn, check = matmul_op(spec, case.variant, ops, self.mm.fp8_accumulation), make_checker(spec, ops)
+            fns = [matmul_op(spec, case.variant, o, self.mm.fp8_accumulation) for o in [ops, *rotation]]
+            fn, check = _in_turn(fns), make_checker(spec, ops, rotation)
         except torch.OutOfMemoryError as exc:
             self.oom_at[(case.dtype, case.variant)] = min(
                 case.m * case.n * case.k, self.oom_at.get((case.dtype, case.variant), 1 << 62)
@@ -270,11 +279,12 @@ class DeviceRun:
                 params=params,
                 fn=fn,
                 check=check,
-                poison=lambda: poison(ops.c),
+                poison=lambda: [poison(o.c) for o in [ops, *rotation]],
                 bytes_moved=nbytes,
                 flops=flops,
                 flush_cache=True,
                 timing=None if self.warmed_up else self.first_timing,
+                ops_per_call=len(fns),
             )
             self.warmed_up = self.warmed_up or m.status == "ok"
         self.predictor.observe(key, m)
@@ -341,12 +351,38 @@ class DeviceRun:
                         ops = make_operands(spec, big.m, big.n, big.k, self.device, self.mm.group_size)
                     except torch.OutOfMemoryError:
                         ops = None
+            rotation = self._rotation(spec, big, ops) if ops is not None else []
             for c in group:
-                out.append(self.measure(c, ops.rows(c.m) if ops is not None else None))
-            del ops
+                if ops is None:
+                    out.append(self.measure(c))
+                else:
+                    out.append(self.measure(c, ops.rows(c.m), [o.rows(c.m) for o in rotation]))
+            del ops, rotation
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         return out
+
+    def _rotation(self, spec: DtypeSpec, case: Case, ops: Operands) -> list[Operands]:
+        """Copies of the weight to rotate over, as many as rotation_size asks and free memory allows."""
+        weight_bytes = int(case.n * case.k * spec.bytes_per_weight())
+        copies = rotation_size(weight_bytes) - 1
+        spare = self.mm.max_memory_fraction * free_memory_bytes(self.device) - 2 * weight_bytes
+        copies = max(0, min(copies, int(spare // max(weight_bytes, 1))))
+        try:
+            return [ops.with_weight_copy() for _ in range(copies)]
+        except torch.OutOfMemoryError:
+            return []
+
+
+def _in_turn(fns: list[Callable[[], Any]]) -> Callable[[], Any]:
+    if len(fns) == 1:
+        return fns[0]
+
+    def run() -> None:
+        for f in fns:
+            f()
+
+    return run
 
 
 def _tag_peaks(ms: list[Measurement]) -> None:

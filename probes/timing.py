@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,7 @@ class Timing:
     cache_flushed: bool
     mode: str = "per-rep"  # "per-rep": one window per repetition; "batched": k back-to-back per window
     reps_per_sample: int = 1  # k: each sample is one window's time / k
+    ops_per_call: int = 1  # each call ran this many copies of the op on distinct operands; samples are per op
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,8 +125,13 @@ def time_fn(
     cfg: TimingConfig,
     flush: CacheFlush | None = None,
     agree: Agree | None = None,
+    ops_per_call: int = 1,
 ) -> Timing:
     """Time `fn()` on `device`: warm up by time, then repeat adaptively; see the module docstring.
+
+    `ops_per_call`: `fn` runs the measured op that many times, each on its own copy of the operands (rotating
+    cold weights, as a decode step streams a different weight into every GEMM); the samples and statistics
+    are per op. One flush before the call then costs its fixed start-up once per `ops_per_call` ops.
 
     `agree` makes every decision collective, for `fn`s that are collectives themselves (all ranks must call
     them equally often): it takes this rank's integer flags and returns their element-wise maximum over all
@@ -133,7 +139,11 @@ def time_fn(
     doubles as the barrier); it stops when every rank met the RSE target or any rank spent its budget.
     """
     with device_context(device):  # events record on the device's stream; Triton launches on it
-        return _time_fn(fn, device, cfg, flush, agree)
+        timing = _time_fn(fn, device, cfg, flush, agree)
+    if ops_per_call == 1:
+        return timing
+    samples = tuple(t / ops_per_call for t in timing.samples_s)
+    return replace(timing, stats=summarize(samples), samples_s=samples, ops_per_call=ops_per_call)
 
 
 def _time_fn(

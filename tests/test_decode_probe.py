@@ -168,3 +168,29 @@ def test_probe_runs_scaled_layers_and_reports_tokens_per_s(tmp_path):
     assert over.headline == "op_overhead_eager_torch" and 0 < over.value < 1e-3
     for a in (m for m in ms if m.params.get("kind") == "attention"):
         assert a.status == "ok" and a.unit == "bytes_per_s" and a.verification["status"] == "passed"
+        assert a.timing["ops_per_call"] == 2  # every run layer's cache in turn after one flush
+
+
+def test_whole_model_steps_are_measured_as_they_are_not_scaled(tmp_path):
+    cfg_json = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 500,
+        "tie_word_embeddings": False,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg_json))
+    toml = (
+        fast_timing_toml(0.05)
+        + f'[decode]\nmodel = "{tmp_path / "config.json"}"\ndtypes = ["fp32"]\nbatches = [2]\ncontext = 16\nmax_layers = 0\n[profiles.t]\nprobes = ["decode"]\n'
+    )
+    (tmp_path / "b.toml").write_text(toml)
+    ctx = Context(cfg=load_config(tmp_path / "b.toml"), devices=[torch.device("cpu")], nvml=Nvml())
+    ms = probe.run(ctx)
+    assert "head" not in {m.params.get("kind") for m in ms}  # the head runs inside the measured step
+    (m,) = [m for m in ms if m.params.get("kind") == "step"]
+    assert m.status == "ok" and m.params["scaled"] is False and m.params["layers_run"] == 3
+    assert m.params["step_seconds"] == m.timing["stats"]["median_s"] and "note" not in m.params
+    assert m.value == pytest.approx(2 / m.params["step_seconds"]) and m.timing["cache_flushed"] is True

@@ -226,3 +226,29 @@ def test_fp8_accumulation_is_one_mode_for_both_variants_and_checked(accumulation
         assert mm.make_checker(spec, ops)() is None, variant
     with pytest.raises(ValueError, match="fp8 accumulation 'sloppy'"):
         mm.matmul_op(spec, "torch", ops, "sloppy")
+
+
+@pytest.mark.parametrize("key", ["fp32", "int4-wo"])
+def test_weight_copies_are_distinct_memory_and_every_copy_is_checked(key):
+    spec, ops = _ops(key, 4, 64, 256)
+    rotation = [ops.with_weight_copy() for _ in range(3)]
+    for o in rotation:
+        assert o.w.data_ptr() != ops.w.data_ptr() and o.c.data_ptr() != ops.c.data_ptr()
+        assert o.a.data_ptr() == ops.a.data_ptr()
+    check = mm.make_checker(spec, ops, rotation)
+    for o in [ops, *rotation]:
+        poison(o.c)
+    for o in [ops, *rotation]:
+        mm.matmul_op(spec, "torch", o)()
+    assert check() is None
+    poison(rotation[1].c)  # one copy's kernel never ran: its C still holds the poison
+    msg = check()
+    assert msg is not None and "weight copy 2" in msg
+
+
+def test_rotation_size_covers_the_rotation_bytes_within_the_cap():
+    assert mm.rotation_size(mm.ROTATION_BYTES) == 1
+    assert mm.rotation_size(mm.ROTATION_BYTES * 3) == 1
+    assert mm.rotation_size(mm.ROTATION_BYTES // 4) == 4
+    assert mm.rotation_size(mm.ROTATION_BYTES // 4 - 1) == 5
+    assert mm.rotation_size(1) == mm.MAX_ROTATION

@@ -113,6 +113,10 @@ def test_probe_on_cpu_measures_verifies_and_skips_with_reasons(tmp_path):
     assert heads == {"matmul_peak_fp32_torch", "matmul_peak_bf16_torch", "matmul_peak_fp8_e4m3_torch"}
     dec = by["decode/qwen2.5-0.5b/lm_head/fp32/M=2"]
     assert dec.status == "ok" and (dec.params["n"], dec.params["k"]) == (151936, 896)
+    assert dec.timing["ops_per_call"] == 1  # 545 MB: cold without copies
+    qkv = by["decode/qwen2.5-0.5b/qkv/fp32/M=1"]  # 4 MB: rotates over copies, each one checked
+    assert qkv.timing["ops_per_call"] == mm.rotation_size(1152 * 896 * 4) > 1
+    assert qkv.verification["status"] == "passed"
     assert dec.params["arithmetic_intensity"] == pytest.approx(
         dec.params["flops"] / dec.params["bytes_moved"]
     )

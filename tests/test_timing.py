@@ -234,3 +234,22 @@ def test_every_rank_agrees_on_k():
         agree=agree,
     )
     assert calls[1] == [1] and t.reps_per_sample == 40 and t.mode == "batched"
+
+
+def test_ops_per_call_reports_samples_per_op(monkeypatch):
+    import probes.timing as timing
+
+    raw = timing.Timing(
+        stats=summarize([4.0, 8.0, 12.0]),
+        samples_s=(4.0, 8.0, 12.0),
+        method="host-clock",
+        warmup_s=0.1,
+        warmup_reps=1,
+        stop_reason="budget",
+        cache_flushed=True,
+    )
+    monkeypatch.setattr(timing, "_time_fn", lambda *a: raw)
+    t = time_fn(lambda: None, CPU, timing_config(), ops_per_call=4)
+    assert t.samples_s == (1.0, 2.0, 3.0) and t.stats.median_s == 2.0 and t.stats.n == 3
+    assert t.ops_per_call == 4 and t.to_dict()["ops_per_call"] == 4
+    assert time_fn(lambda: None, CPU, timing_config()) is raw  # one op per call: untouched
