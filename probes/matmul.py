@@ -250,6 +250,9 @@ class DeviceRun:
             self.ctx.progress(f"{NAME}: {case.name}")
             return skipped(NAME, case.name, self.device, params, why)
         key = (str(self.device), case.variant, case.dtype)
+        predicted = self.predictor.predict(key, flops)
+        if predicted is not None and rotation:  # compute-bound shapes gain nothing from copies: keep it short
+            rotation = rotation[: max(0, int(self.max_single_s / max(predicted, 1e-12)) - 1)]
         try:
             if ops is None:
                 ops = make_operands(spec, case.m, case.n, case.k, self.device, self.mm.group_size)
