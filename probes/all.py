@@ -67,6 +67,11 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
     ap.add_argument(
         "--port", type=int, default=0, help="collectives: rendezvous port on 127.0.0.1 (default: a free one)"
     )
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="per-GPU probes (bandwidth, matmul) one GPU after another, not on every GPU at once",
+    )
     return ap.parse_args(argv)
 
 
@@ -111,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         devices, device_note = resolve_devices(args.device)
         # The profile's [profiles.NAME.cpu|gpu] overrides: sizes that suit the hardware actually measured.
         cfg = load_config(args.config, args.profile, "cpu" if devices[0].type == "cpu" else "gpu")
-        options = {"world_size": args.world_size, "backend": args.backend, "port": args.port}
+        options = {
+            "world_size": args.world_size,
+            "backend": args.backend,
+            "port": args.port,
+            "sequential": args.sequential,
+        }
         for name in names:  # e.g. a bad --world-size, --backend or --port: stop before anything runs
             REGISTRY[name].preflight(devices, cfg, options)
     except ConfigError as exc:

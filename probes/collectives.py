@@ -34,7 +34,7 @@ from analysis.rundoc import Measurement
 from probes.config import RunConfig
 from probes.context import Context, skipped
 from probes.launch import launch_ranks, resolve_launch
-from probes.p2p import link_label, p2p_matrix
+from probes.p2p import link_label, ordered_pairs, p2p_matrix
 from probes.ranks import NAME, plan
 
 NOTE = (
@@ -52,7 +52,8 @@ def preflight(devices: list[torch.device], cfg: RunConfig, options: dict[str, An
 def n_cases(ctx: Context) -> int:
     gpus = sum(1 for d in ctx.devices if d.type == "cuda")
     # P2P: every ordered pair one way, every unordered pair both ways
-    return len(plan(ctx.cfg.collectives)) + (gpus * (gpus - 1) * 3 // 2 if gpus >= 2 else 0)
+    pairs = ordered_pairs(gpus, ctx.cfg.collectives.p2p_pairs) if gpus >= 2 else []
+    return len(plan(ctx.cfg.collectives)) + len(pairs) * 3 // 2
 
 
 # ---- the parent: spawn, watch, tear down ----------------------------------------------------------------

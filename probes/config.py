@@ -148,6 +148,7 @@ class CollectivesConfig:
     collective_timeout_s: float = _checks(positive)  # a rank silent this long is hung: tear down
     startup_timeout_s: float = _checks(positive)  # spawning, importing torch, rendezvous
     p2p_bytes: int = _checks(positive)  # per copy in the GPU peer-to-peer matrix
+    p2p_pairs: str = _checks(choices("all", "ring"))  # every ordered GPU pair, or ring neighbours only
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,8 @@ def n_cases(ctx: Context) -> int:
 
 def run(ctx: Context) -> list[Measurement]:
     out: list[Measurement] = []
-    for i, device in enumerate(ctx.devices):
+    first = int(ctx.options.get("device_index", 0))  # a per-GPU worker's place among the node's GPUs
+    for i, device in enumerate(ctx.devices, start=first):
         prober = DeviceRun(ctx, device)
         out.extend(prober.squares_and_search())
         if i == 0 or ctx.cfg.matmul.decode_devices == "all":

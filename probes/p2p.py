@@ -59,28 +59,35 @@ def link_label(ctx: Context, gpus: list[torch.device]) -> str:
     return " / ".join(sorted(labels))
 
 
+def ordered_pairs(n: int, mode: str) -> list[tuple[int, int]]:
+    """The (source, destination) GPU indices the P2P matrix measures: every ordered pair (`all`), or each GPU
+    with its ring neighbours (`ring`: every GPU's links exercised in 3n cases, not 3n(n-1)/2)."""
+    if mode == "ring":
+        unordered = sorted({tuple(sorted((i, (i + 1) % n))) for i in range(n) if n >= 2})
+        return sorted({p for a, b in unordered for p in ((a, b), (b, a))})
+    return [(a, b) for a in range(n) for b in range(n) if a != b]
+
+
 def p2p_matrix(ctx: Context, gpus: list[torch.device]) -> list[Measurement]:
     """GB/s for each ordered GPU pair, one way and both ways at once, with the link it went over."""
     nbytes = ctx.cfg.collectives.p2p_bytes
     out = []
-    for a in gpus:
-        for b in gpus:
-            if a == b:
-                continue
-            link = pair_link(ctx, a, b)
-            for direction in ("uni", "bidir"):
-                if direction == "bidir" and a.index > b.index:
-                    continue  # a bidirectional pair is measured once
-                case = f"p2p/{a.index}->{b.index}/{direction}"
-                params = {
-                    "src": str(a),
-                    "dst": str(b),
-                    "direction": direction,
-                    "size_bytes": nbytes,
-                    "link": link,
-                }
-                build = lambda a=a, b=b, direction=direction: _p2p_case(a, b, nbytes, direction)  # noqa: E731
-                out.append(measure_built(ctx, probe=NAME, case=case, device=a, params=params, build=build))
+    for ia, ib in ordered_pairs(len(gpus), ctx.cfg.collectives.p2p_pairs):
+        a, b = gpus[ia], gpus[ib]
+        link = pair_link(ctx, a, b)
+        for direction in ("uni", "bidir"):
+            if direction == "bidir" and ia > ib:
+                continue  # a bidirectional pair is measured once
+            case = f"p2p/{a.index}->{b.index}/{direction}"
+            params = {
+                "src": str(a),
+                "dst": str(b),
+                "direction": direction,
+                "size_bytes": nbytes,
+                "link": link,
+            }
+            build = lambda a=a, b=b, direction=direction: _p2p_case(a, b, nbytes, direction)  # noqa: E731
+            out.append(measure_built(ctx, probe=NAME, case=case, device=a, params=params, build=build))
     return out
 
 

@@ -75,7 +75,7 @@ def record_probe(
 ) -> None:
     """Add one probe's measurements (or its failure) to the document, and rewrite it atomically."""
     if exc is None:
-        doc["measurements"].extend(m.to_dict() for m in ms or [])
+        doc["measurements"].extend(m if isinstance(m, dict) else m.to_dict() for m in ms or [])
         doc["probes"][name] = {"status": "completed", "seconds": seconds}
         note = REGISTRY[name].note
         if note and note not in doc["notes"]:
@@ -130,6 +130,7 @@ def run(
 
     from probes.context import Context
     from probes.nvml import Nvml
+    from probes.parallel import run_per_device, runs_in_parallel
 
     console = Console(stderr=True)
     console.print(device_note)
@@ -156,7 +157,10 @@ def run(
                 ctx.progress = advance
                 t0 = time.perf_counter()
                 try:
-                    ms = probe.run(ctx)
+                    if runs_in_parallel(name, devices, bool(ctx.options.get("sequential"))):
+                        ms = run_per_device(name, cfg, devices, ctx.options, advance)
+                    else:
+                        ms = probe.run(ctx)
                     record_probe(doc, path, name, time.perf_counter() - t0, ms=ms)
                 except Exception as exc:  # a probe bug must not cost the other probes' results
                     record_probe(doc, path, name, time.perf_counter() - t0, exc=exc)

@@ -99,6 +99,7 @@ BAD = [
     (GOOD + "\n[profiles.full.gpu.bogus]\n", "profiles.full.gpu.bogus: unknown key"),
     (GOOD + '\n[matmul]\ndecode_models = ["llama-9000"]\n', "unknown model 'llama-9000'"),
     (GOOD + '\n[matmul]\ndtypes = ["fp4"]\n', "matmul.dtypes: unknown value 'fp4'"),
+    (GOOD + '\n[collectives]\np2p_pairs = "star"\n', "collectives.p2p_pairs: unknown value 'star'"),
 ]
 
 

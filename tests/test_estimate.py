@@ -5,12 +5,22 @@ from __future__ import annotations
 from helpers import REPO
 
 from probes.config import load_config
-from probes.estimate import estimate_seconds, main
+from probes.estimate import WORKER_STARTUP_S, estimate_seconds, main
+
+
+def test_quick_on_eight_gpus_fits_in_two_minutes_with_per_gpu_probes_at_once():
+    cfg = load_config(REPO / "bench.toml", "quick", "gpu")
+    at_once, one_by_one = estimate_seconds(cfg, 8), estimate_seconds(cfg, 8, sequential=True)
+    assert sum(at_once.values()) <= 120
+    one = estimate_seconds(cfg, 1)
+    for name in ("bandwidth", "matmul"):  # the first GPU's cases, plus starting the workers
+        assert at_once[name] == one[name] + WORKER_STARTUP_S < one_by_one[name]
+    assert at_once["hostlink"] == one_by_one["hostlink"] == 8 * one["hostlink"]  # shared links: in turn
 
 
 def test_per_gpu_probes_scale_with_the_gpu_count_and_decode_does_not():
     cfg = load_config(REPO / "bench.toml", "quick", "gpu")
-    one, eight = estimate_seconds(cfg, 1), estimate_seconds(cfg, 8)
+    one, eight = estimate_seconds(cfg, 1), estimate_seconds(cfg, 8, sequential=True)
     assert set(one) == set(cfg.probes)
     for name in ("bandwidth", "hostlink"):
         assert eight[name] == 8 * one[name]
@@ -24,6 +34,10 @@ def test_per_gpu_probes_scale_with_the_gpu_count_and_decode_does_not():
 def test_the_command_prints_the_profile_then_the_estimate(capsys):
     assert main(["--profile", "quick", "--gpus", "8"]) == 0
     out, err = capsys.readouterr()
-    assert '"profile": "quick"' in out and "on 8 GPUs one after another" in err and "total" in err
+    assert (
+        '"profile": "quick"' in out and "on 8 GPUs, per-GPU probes on all at once" in err and "total" in err
+    )
     assert main(["--gpus", "0"]) == 2
     assert "--gpus 0: must be at least 1" in capsys.readouterr().err
+    assert main(["--gpus", "8", "--sequential"]) == 0
+    assert "on 8 GPUs, one after another" in capsys.readouterr().err

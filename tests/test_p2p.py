@@ -46,3 +46,14 @@ def test_nvlink_pair_is_named_by_generation_not_the_raw_enum():
 def test_pcie_pair_names_the_path_and_the_label_joins_pairs():
     assert pair_link(Ctx(FakeNvml(nvlink=False)), A, B) == "PCIe via PCIe host bridge"
     assert link_label(Ctx(FakeNvml()), [A, B, torch.device("cuda", 2)]) == "NVLink 4"
+
+
+def test_ring_pairs_exercise_every_gpus_neighbours_in_3n_cases():
+    from probes.p2p import ordered_pairs
+
+    assert len(ordered_pairs(8, "all")) == 56
+    ring = ordered_pairs(8, "ring")
+    assert len(ring) == 16 and (7, 0) in ring and (0, 7) in ring and (0, 2) not in ring
+    assert {a for a, _ in ring} == set(range(8))
+    assert ordered_pairs(2, "ring") == [(0, 1), (1, 0)]  # two GPUs: one pair, not the same pair twice
+    assert ordered_pairs(3, "ring") == ordered_pairs(3, "all")
