@@ -211,6 +211,31 @@ def rotation_size(weight_bytes: int) -> int:
     return max(1, min(MAX_ROTATION, -(-ROTATION_BYTES // max(weight_bytes, 1))))
 
 
+def weight_rotation(spec: DtypeSpec, ops: Operands, free_bytes: float) -> list[Operands]:
+    """The copies beside `ops` to rotate over: as many as rotation_size asks and `free_bytes` allows."""
+    n, k = ops.w.shape[0] if ops.qw is None else ops.qw.n, ops.a.shape[1]
+    weight_bytes = int(n * k * spec.bytes_per_weight())
+    copies = min(
+        rotation_size(weight_bytes) - 1, int((free_bytes - 2 * weight_bytes) // max(weight_bytes, 1))
+    )
+    try:
+        return [ops.with_weight_copy() for _ in range(max(0, copies))]
+    except torch.OutOfMemoryError:
+        return []
+
+
+def in_turn(fns: list[Callable[[], Any]]) -> Callable[[], Any]:
+    """One call that runs each of `fns` in turn (the only one, when there is one)."""
+    if len(fns) == 1:
+        return fns[0]
+
+    def run() -> None:
+        for f in fns:
+            f()
+
+    return run
+
+
 def operand_bytes(spec: DtypeSpec, m: int, n: int, k: int) -> int:
     """Device memory a case needs: A, W, C, plus the fp32 staging of the largest input while filling it."""
     sizes = {d: torch.empty((), dtype=d).element_size() for d in (spec.a, spec.b, spec.out)}

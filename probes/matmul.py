@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,15 +50,16 @@ from probes.gemm import (
     DtypeSpec,
     Operands,
     device_reason,
+    in_turn,
     make_checker,
     make_operands,
     matmul_op,
     operand_bytes,
     platform_of,
-    rotation_size,
     shape_reason,
     spec_for,
     tf32_mode,
+    weight_rotation,
 )
 from probes.verify import poison
 
@@ -258,7 +259,7 @@ class DeviceRun:
             if ops is None:
                 ops = make_operands(spec, case.m, case.n, case.k, self.device, self.mm.group_size)
             fns = [matmul_op(spec, case.variant, o, self.mm.fp8_accumulation) for o in [ops, *rotation]]
-            fn, check = _in_turn(fns), make_checker(spec, ops, rotation)
+            fn, check = in_turn(fns), make_checker(spec, ops, rotation)
         except torch.OutOfMemoryError as exc:
             self.oom_at[(case.dtype, case.variant)] = min(
                 case.m * case.n * case.k, self.oom_at.get((case.dtype, case.variant), 1 << 62)
@@ -355,7 +356,8 @@ class DeviceRun:
                         ops = make_operands(spec, big.m, big.n, big.k, self.device, self.mm.group_size)
                     except torch.OutOfMemoryError:
                         ops = None
-            rotation = self._rotation(spec, big, ops) if ops is not None else []
+            free = self.mm.max_memory_fraction * free_memory_bytes(self.device)
+            rotation = weight_rotation(spec, ops, free) if ops is not None else []
             for c in group:
                 if ops is None:
                     out.append(self.measure(c))
@@ -365,28 +367,6 @@ class DeviceRun:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         return out
-
-    def _rotation(self, spec: DtypeSpec, case: Case, ops: Operands) -> list[Operands]:
-        """Copies of the weight to rotate over, as many as rotation_size asks and free memory allows."""
-        weight_bytes = int(case.n * case.k * spec.bytes_per_weight())
-        copies = rotation_size(weight_bytes) - 1
-        spare = self.mm.max_memory_fraction * free_memory_bytes(self.device) - 2 * weight_bytes
-        copies = max(0, min(copies, int(spare // max(weight_bytes, 1))))
-        try:
-            return [ops.with_weight_copy() for _ in range(copies)]
-        except torch.OutOfMemoryError:
-            return []
-
-
-def _in_turn(fns: list[Callable[[], Any]]) -> Callable[[], Any]:
-    if len(fns) == 1:
-        return fns[0]
-
-    def run() -> None:
-        for f in fns:
-            f()
-
-    return run
 
 
 def _tag_peaks(ms: list[Measurement]) -> None:

@@ -14,6 +14,7 @@ from analysis.formulas import arithmetic_intensity, gemm_bytes, gemm_flops
 from analysis.models import ModelConfigError, decode_linears, load_model
 from probes.config import load_config
 from probes.context import Context
+from probes.gemm import rotation_size
 from probes.nvml import Nvml
 
 CPU = torch.device("cpu")
@@ -115,7 +116,7 @@ def test_probe_on_cpu_measures_verifies_and_skips_with_reasons(tmp_path):
     assert dec.status == "ok" and (dec.params["n"], dec.params["k"]) == (151936, 896)
     assert dec.timing["ops_per_call"] == 1  # 545 MB: cold without copies
     qkv = by["decode/qwen2.5-0.5b/qkv/fp32/M=1"]  # 4 MB: rotates over copies, each one checked
-    assert qkv.timing["ops_per_call"] == mm.rotation_size(1152 * 896 * 4) > 1
+    assert qkv.timing["ops_per_call"] == rotation_size(1152 * 896 * 4) > 1
     assert qkv.verification["status"] == "passed"
     assert dec.params["arithmetic_intensity"] == pytest.approx(
         dec.params["flops"] / dec.params["bytes_moved"]
