@@ -117,22 +117,53 @@ def headline_summary(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
-def default_path(out_dir: str | Path, started: datetime, host: str, device: str) -> Path:
-    """results/<UTC time>_<host>_<device>.json with filesystem-safe names."""
+def default_path(out_dir: str | Path, started: datetime, host: str, device: str, tag: str = "") -> Path:
+    """results/<UTC time>_<host>_<device>[_<tag>].json with filesystem-safe names."""
 
     def safe(s: str) -> str:
         return re.sub(r"[^A-Za-z0-9.-]+", "-", s).strip("-") or "unknown"
 
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    return Path(out_dir) / f"{stamp}_{safe(host)}_{safe(device)}.json"
+    return Path(out_dir) / f"{stamp}_{safe(host)}_{safe(device)}{'_' + safe(tag) if tag else ''}.json"
+
+
+def create_exclusive(out_dir: str | Path, started: datetime, host: str, device: str) -> Path:
+    """A new, empty run-document file that no other run can have: named with this process's PID and
+    created with O_EXCL (runs started in the same second into one folder, even from several hosts sharing
+    it, each get their own file; a clash adds a counter)."""
+    for n in range(1000):
+        tag = f"{os.getpid()}" + (f"-{n}" if n else "")
+        path = default_path(out_dir, started, host, device, tag)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(f"{out_dir}: no free run-document name for {started.isoformat()}")
+
+
+def file_mode() -> int:
+    """The mode a new file gets here (0o666 less the umask), for files made by mkstemp (always 0o600)."""
+    mask = None
+    try:
+        with open("/proc/self/status") as fh:  # Linux: read without changing it (os.umask is not atomic)
+            mask = next((int(line.split()[1], 8) for line in fh if line.startswith("Umask:")), None)
+    except OSError:
+        pass
+    if mask is None:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_atomic(doc: dict[str, Any], path: str | Path) -> Path:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
+    """Write JSON so that readers see the old file or the new one, never half of one (mode per the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as fh:
             json.dump(_finite(doc), fh, indent=1, default=_json_default, allow_nan=False)
             fh.write("\n")

@@ -5,10 +5,11 @@
     python -m probes.all --only bandwidth      # or --skip hostlink; --config my-bench.toml
 
 This module parses the flags and refuses bad input (exit 2) before anything is measured; `probes.runner`
-runs the probes. The run document (results/<UTC time>_<host>_<device>.json) is rewritten atomically after every probe, so
-an interrupted run keeps what it measured. A case that fails (wrong result, out of memory, no such dtype)
-is recorded and the run goes on. Exit codes: 0 the run completed (even with recorded case errors, which the
-report lists), 2 bad input (config, flags), 130 interrupted.
+runs the probes. The run document (results/<UTC time>_<host>_<device>_<pid>.json) is rewritten
+atomically within seconds of every finished case, so an interrupted run keeps what it measured. A case that
+fails (wrong result, out of memory, no such dtype) is recorded and the run goes on. Exit codes: 0 the run completed (even with recorded case errors, which the
+report lists), 2 bad input (config, flags), 130 / 143 / 129 interrupted by SIGINT / SIGTERM / SIGHUP (the
+document, marked "interrupted", keeps every finished case, and the report of them is still printed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from probes import REGISTRY
 from probes.config import ConfigError, RunConfig, load_config
+from probes.interrupt import as_interrupts, describe, exit_code
 from probes.runner import EXIT_BAD_INPUT, run
 
 
@@ -106,6 +108,15 @@ def check_out_dir(out: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with as_interrupts():  # Ctrl-C, SIGTERM, SIGHUP: what was measured is kept, exit 128 + signal
+        try:
+            return _main(args)
+        except KeyboardInterrupt as exc:  # before the run document existed: nothing was measured
+            print(f"interrupted by {describe(exc)} before anything was measured", file=sys.stderr)
+            return exit_code(exc)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.profile)
         names = select_probes(cfg, args.only, args.skip)

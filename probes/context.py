@@ -35,6 +35,8 @@ class Context:
     options: dict[str, Any] = field(
         default_factory=dict
     )  # command-line settings a probe reads (--world-size, ...)
+    # Every finished case goes here as soon as it is measured, so an interrupted run can save it.
+    keep: Callable[[Measurement], None] = field(default=lambda m: None)
 
     def cache_flush(self, device: torch.device) -> CacheFlush:
         """The one L2-flush buffer of a device, allocated on first use and kept for the run."""
@@ -68,7 +70,9 @@ def measure_built(
     except Exception as exc:
         ctx.progress(f"{probe}: {case}")
         _release(device)
-        return skipped(probe, case, device, params, error_line(exc), status="error")
+        m = skipped(probe, case, device, params, error_line(exc), status="error")
+        ctx.keep(m)
+        return m
     return measure_case(
         ctx,
         probe=probe,
@@ -90,7 +94,16 @@ def skipped(
     return Measurement(probe=probe, case=case, device=str(device), params=params, status=status, error=reason)
 
 
-def measure_case(
+def measure_case(ctx: Context, **kwargs: Any) -> Measurement:
+    """Check, time and check again one case; see the module docstring. Never raises for a bad case.
+
+    The finished case is handed to `ctx.keep` at once (the runner saves it), then returned to the probe."""
+    m = _measure(ctx, **kwargs)
+    ctx.keep(m)
+    return m
+
+
+def _measure(
     ctx: Context,
     *,
     probe: str,
@@ -108,7 +121,6 @@ def measure_case(
     agree: Agree | None = None,
     ops_per_call: int = 1,
 ) -> Measurement:
-    """Check, time and check again one case; see the module docstring. Never raises for a bad case."""
     m = Measurement(probe=probe, case=case, device=str(device), params=dict(params), headline=headline)
     if bytes_moved is not None:
         m.params["bytes_moved"] = int(bytes_moved)

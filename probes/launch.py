@@ -14,6 +14,7 @@ import os
 import queue
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ import torch
 from analysis.rundoc import Measurement, error_line
 from probes.config import ConfigError, RunConfig
 from probes.context import Context, skipped
+from probes.interrupt import die_with_parent
 from probes.ranks import NAME, Launch, plan, tag_plateau, worker
 
 MAX_CPU_WORLD = 64
@@ -94,7 +96,7 @@ def launch_ranks(
     procs = [
         mpc.Process(
             target=_spawned_worker,
-            args=(rank, launch, port, ctx.cfg, link, q, fault),
+            args=(rank, replace(launch, port=port), ctx.cfg, link, q, fault, os.getpid()),
             daemon=True,
             name=f"gpuprobe-rank{rank}",
         )
@@ -129,6 +131,7 @@ def launch_ranks(
             elif kind == "measurement":
                 m = Measurement(**msg[1])
                 by_name[m.case] = m
+                ctx.keep(m)
             elif kind == "error":
                 failure = _root_cause(procs, reporter=msg[1], message=msg[2], during=current)
                 break
@@ -185,11 +188,12 @@ def _teardown(procs: list[Any]) -> None:
 
 
 def _spawned_worker(
-    rank: int, launch: Launch, port: int, cfg: RunConfig, link: str, q: Any, fault: dict[str, Any] | None
+    rank: int, launch: Launch, cfg: RunConfig, link: str, q: Any, fault: dict[str, Any] | None, parent: int
 ) -> None:
+    die_with_parent(parent)  # no rank outlives the run, even one SIGKILLed
     code = 0
     try:
-        worker(rank, launch, f"tcp://127.0.0.1:{port}", cfg, link, q.put, fault)
+        worker(rank, launch, None, cfg, link, q.put, fault)
         if rank == 0:
             q.put(("done",))
     except BaseException as exc:

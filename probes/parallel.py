@@ -10,7 +10,8 @@ their own process layout.
 Each worker is a fresh `spawn`ed process (CUDA cannot be forked) that runs the probe with the one device it
 owns and sends back its measurements as run-document dicts, and its progress as it goes. A worker that dies
 (a driver fault, a segfault) costs only its device's cases: the others are kept and the death is recorded as
-an error of that device. Ctrl-C stops every worker.
+an error of that device, beside the cases it finished. Ctrl-C or SIGTERM stops every worker; a worker
+dies with its parent even when the parent is SIGKILLed (`probes.interrupt.die_with_parent`).
 
     python -m probes.all                 # per-GPU probes at once on a multi-GPU node
     python -m probes.all --sequential    # one GPU after another
@@ -19,9 +20,10 @@ an error of that device. Ctrl-C stops every worker.
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
+import os
 import time
 from collections.abc import Callable
+from multiprocessing.connection import wait
 from typing import Any
 
 from analysis.rundoc import Measurement, error_line
@@ -37,27 +39,35 @@ def runs_in_parallel(name: str, devices: list[Any], sequential: bool) -> bool:
     return not sequential and name in PER_DEVICE and len(devices) > 1
 
 
-def _worker(probe: Probe, cfg: RunConfig, device: str, index: int, options: dict[str, Any], out: Any) -> None:
+def _worker(
+    probe: Probe, cfg: RunConfig, device: str, index: int, options: dict[str, Any], out: Any, parent: int
+) -> None:
+    from probes.interrupt import die_with_parent
+
+    die_with_parent(parent)
     import torch
 
     from probes.context import Context
     from probes.nvml import Nvml
 
     nvml = Nvml()
+    # `out` is this worker's end of a pipe: send() writes at once, so a case sent is the parent's even if
+    # this process dies right after (a Queue's feeder thread would lose it).
     ctx = Context(
         cfg=cfg,
         devices=[torch.device(device)],
         nvml=nvml,
         options={**options, "device_index": index},
-        progress=lambda desc: out.put(("progress", index, desc)),
+        progress=lambda desc: out.send(("progress", desc)),
+        keep=lambda m: out.send(("case", m.to_dict())),  # saved by the parent as it comes
     )
     try:
         ms = probe.run(ctx)
-        out.put(("done", index, [m.to_dict() for m in ms]))
+        out.send(("done", [m.to_dict() for m in ms]))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # recorded as this device's failure; the other devices go on
-        out.put(("failed", index, error_line(exc)))
+        out.send(("failed", error_line(exc)))
     finally:
         nvml.shutdown()
 
@@ -68,38 +78,54 @@ def run_per_device(
     devices: list[Any],
     options: dict[str, Any],
     progress: Callable[[str], None],
+    keep: Callable[[dict[str, Any]], None] = lambda m: None,
 ) -> list[dict[str, Any]]:
     """Run probe `name` on each of `devices` at once, one process each; measurement dicts in device order.
 
-    A device whose worker failed or died contributes one `error` measurement saying so."""
+    Every finished case is handed to `keep` as it arrives (the runner saves it). A device whose worker failed
+    or died contributes the cases it finished and one `error` measurement saying why it stopped."""
     probe = REGISTRY[name] if isinstance(name, str) else name
     name = probe.name
     spawn = mp.get_context("spawn")
-    out = spawn.Queue()
-    procs = [
-        spawn.Process(target=_worker, args=(probe, cfg, str(d), i, options, out), daemon=True)
-        for i, d in enumerate(devices)
-    ]
+    procs, readers = [], {}
+    for i, d in enumerate(devices):
+        reader, writer = spawn.Pipe(duplex=False)
+        args = (probe, cfg, str(d), i, options, writer, os.getpid())
+        procs.append(spawn.Process(target=_worker, args=args, daemon=True))
+        readers[i] = (reader, writer)
     results: dict[int, list[dict[str, Any]]] = {}
+    cases: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(devices))}
     try:
         for p in procs:
             p.start()
-        while len(results) < len(procs):
-            try:
-                kind, index, payload = out.get(timeout=0.5)
-            except queue.Empty:
-                for i, p in enumerate(procs):
-                    if i not in results and not p.is_alive() and out.empty():
-                        results[i] = [_died(name, devices[i], f"its process exited with code {p.exitcode}")]
-                continue
-            if kind == "progress":
-                progress(payload)
-            elif kind == "done":
-                results[index] = payload
-            else:
-                results[index] = [_died(name, devices[index], payload)]
+        for _, writer in readers.values():
+            writer.close()  # only the worker holds its write end now: its exit is an EOF here
+        open_ = {i: r for i, (r, _) in readers.items()}
+        while open_:
+            for conn in wait(list(open_.values()), timeout=0.5):
+                i = next(k for k, r in open_.items() if r is conn)
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:  # the worker is gone; if it said nothing final, it died
+                    del open_[i]
+                    if i not in results:
+                        procs[i].join(JOIN_S)
+                        why = f"its process exited with code {procs[i].exitcode}"
+                        results[i] = [*cases[i], _died(name, devices[i], why)]
+                    continue
+                if kind == "progress":
+                    progress(payload)
+                elif kind == "case":
+                    cases[i].append(payload)
+                    keep(payload)
+                elif kind == "done":
+                    results[i] = payload
+                else:
+                    results[i] = [*cases[i], _died(name, devices[i], payload)]
     finally:
         _stop(procs)
+        for reader, _ in readers.values():
+            reader.close()
     return [m for i in range(len(devices)) for m in results[i]]
 
 

@@ -97,17 +97,45 @@ def tag_plateau(ms: list[Measurement], n: int) -> None:
             m.headline = str(Headline.busbw(op, dtype))
 
 
+def loopback_store(rank: int, world: int, port: int, timeout: timedelta) -> Any:
+    """The rendezvous of a one-node launch, reachable from this host only: rank 0 serves a TCPStore on a
+    socket it binds to 127.0.0.1 itself (a store given only a port listens on every interface), the other
+    ranks connect to it. The data transport is kept on the loopback interface too (GLOO_SOCKET_IFNAME /
+    NCCL_SOCKET_IFNAME, unless the user set them)."""
+    import socket
+
+    import torch.distributed as dist
+
+    lo = next((name for _, name in socket.if_nameindex() if name in ("lo", "lo0")), None)
+    if lo is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", lo)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", lo)
+    if rank != 0:
+        return dist.TCPStore("127.0.0.1", port, world, False, timeout)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(max(128, world))
+    # The store takes the descriptor over (and closes it with the server): detach it from the Python socket.
+    return dist.TCPStore(
+        "127.0.0.1", port, world, True, timeout, wait_for_workers=False, master_listen_fd=sock.detach()
+    )
+
+
 def worker(
     rank: int,
     launch: Launch,
-    init_method: str,
+    init_method: str | None,
     cfg: RunConfig,
     link: str,
     emit: Callable[[tuple[Any, ...]], None],
     fault: dict[str, Any] | None = None,
     local_rank: int | None = None,
 ) -> None:
-    """One rank: join the group, run every case, send rank 0's combined measurements through `emit`."""
+    """One rank: join the group, run every case, send rank 0's combined measurements through `emit`.
+
+    `init_method` is torch.distributed's (`env://` under torchrun); None: this node only, on 127.0.0.1 at
+    `launch.port` (`loopback_store`)."""
     import torch.distributed as dist
 
     n = launch.world_size
@@ -119,7 +147,13 @@ def worker(
         # n processes share the cores: oversubscribed threads would time the scheduler, not gloo
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
     timeout = timedelta(seconds=cfg.collectives.collective_timeout_s)
-    dist.init_process_group(launch.backend, init_method=init_method, rank=rank, world_size=n, timeout=timeout)
+    if init_method is None:
+        store = loopback_store(rank, n, launch.port, timeout)
+        dist.init_process_group(launch.backend, store=store, rank=rank, world_size=n, timeout=timeout)
+    else:
+        dist.init_process_group(
+            launch.backend, init_method=init_method, rank=rank, world_size=n, timeout=timeout
+        )
     # Decisions (warm-up done? stop?) travel over gloo on the CPU, never inside the timed NCCL stream.
     control = dist.new_group(backend="gloo", timeout=timeout) if launch.backend != "gloo" else None
 

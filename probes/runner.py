@@ -1,7 +1,8 @@
-"""A run's lifecycle: one run document started, each probe recorded as it ends, the document finished.
+"""A run's lifecycle: one run document started, each case saved as it ends, each probe recorded, finished.
 
-The document is written atomically when the run starts and again after every probe, so an interrupted run
-keeps what it measured; a probe that raises is recorded as failed and the run goes on. At the end the report,
+The document is written atomically when the run starts, within seconds of every finished case and after
+every probe, so an interrupted run (Ctrl-C, SIGTERM: `probes.interrupt`) keeps every case it finished; a
+probe that raises is recorded as failed with the cases it finished, and the run goes on. At the end the report,
 the verdicts, the plots and a decode projection are printed from the document, by the same analysis
 functions `python -m analysis` uses. The command lines (`probes.all`, `probes.torchrun`) only parse flags
 and call this.
@@ -16,12 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from analysis.headline import dtype_family
-from analysis.rundoc import default_path, error_line, headline_summary, new_document, utc_now, write_atomic
+from analysis.rundoc import (
+    create_exclusive,
+    error_line,
+    headline_summary,
+    new_document,
+    utc_now,
+    write_atomic,
+)
 from probes import REGISTRY
 from probes.config import REPO_ROOT, RunConfig
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 
 def tool_info() -> dict[str, Any]:
@@ -43,57 +50,98 @@ def tool_info() -> dict[str, Any]:
     return {"name": "gpuprobe", "version": v, "git_commit": commit, "argv": sys.argv}
 
 
-def start_document(
-    cfg: RunConfig, names: list[str], devices: list[Any], device_note: str, out_dir: Path, nvml: Any
-) -> tuple[dict[str, Any], Path]:
-    """A new run document for this node, already written to results/<UTC time>_<host>_<device>.json."""
-    from probes.device import describe_devices, describe_host
+class RunRecord:
+    """One run document in the making: started, every finished case saved as it comes, every probe recorded.
 
-    started = utc_now()
-    host = describe_host(nvml)
-    doc = new_document(
-        tool=tool_info(),
-        host=host,
-        devices=describe_devices(devices, nvml),
-        config={**cfg.to_dict(), "selected_probes": names},
-        started=started,
-    )
-    label = "cpu" if devices[0].type == "cpu" else f"{len(devices)}x{doc['devices'][0]['name']}"
-    path = default_path(out_dir, started, host["hostname"], label)
-    doc["notes"].append(device_note)
-    write_atomic(doc, path)
-    return doc, path
+    The document on disk is rewritten atomically when the run starts, after every probe, and at most
+    `SAVE_EVERY_S` after any finished case (a probe's cases so far, its status "running"), so a signal, a
+    crash or a power cut loses at most the last seconds of work; an interrupted probe keeps its cases.
+    """
 
+    SAVE_EVERY_S = 2.0
 
-def record_probe(
-    doc: dict[str, Any],
-    path: Path,
-    name: str,
-    seconds: float,
-    ms: list[Any] | None = None,
-    exc: BaseException | None = None,
-) -> None:
-    """Add one probe's measurements (or its failure) to the document, and rewrite it atomically."""
-    if exc is None:
-        doc["measurements"].extend(m if isinstance(m, dict) else m.to_dict() for m in ms or [])
-        doc["probes"][name] = {"status": "completed", "seconds": seconds}
-        note = REGISTRY[name].note
-        if note and note not in doc["notes"]:
-            doc["notes"].append(note)
-    else:
-        msg = f"probe {name} failed: {error_line(exc)}"
-        doc["errors"].append(msg)
-        doc["probes"][name] = {"status": "failed", "seconds": seconds, "error": msg}
-    doc["summary"] = headline_summary(doc["measurements"])
-    write_atomic(doc, path)
+    def __init__(self, doc: dict[str, Any], path: Path) -> None:
+        self.doc, self.path = doc, path
+        self.probe: str | None = None  # the probe in flight
+        self.t_probe = 0.0
+        self.cases: list[Any] = []  # its finished cases (Measurements or dicts)
+        self.saved_at = 0.0
 
+    @classmethod
+    def start(
+        cls, cfg: RunConfig, names: list[str], devices: list[Any], device_note: str, out_dir: Path, nvml: Any
+    ) -> RunRecord:
+        """A new document for this node: results/<UTC time>_<host>_<device>_<pid>.json, already on disk."""
+        from probes.device import describe_devices, describe_host
 
-def finish_document(doc: dict[str, Any], path: Path, status: str, seconds: float) -> None:
-    doc["status"] = status
-    doc["finished_utc"] = utc_now().isoformat(timespec="seconds")
-    doc["seconds"] = seconds
-    doc["summary"] = headline_summary(doc["measurements"])
-    write_atomic(doc, path)
+        started = utc_now()
+        host = describe_host(nvml)
+        doc = new_document(
+            tool=tool_info(),
+            host=host,
+            devices=describe_devices(devices, nvml),
+            config={**cfg.to_dict(), "selected_probes": names},
+            started=started,
+        )
+        label = "cpu" if devices[0].type == "cpu" else f"{len(devices)}x{doc['devices'][0]['name']}"
+        doc["notes"].append(device_note)
+        path = create_exclusive(out_dir, started, host["hostname"], label)
+        record = cls(doc, path)
+        record.save()
+        return record
+
+    def begin(self, name: str) -> None:
+        self.probe, self.t_probe, self.cases = name, time.perf_counter(), []
+        self.doc["probes"][name] = {"status": "running", "seconds": 0.0}
+
+    def keep(self, m: Any) -> None:
+        """A finished case of the probe in flight; on disk within SAVE_EVERY_S."""
+        self.cases.append(m)
+        if time.monotonic() - self.saved_at >= self.SAVE_EVERY_S:
+            self.save()
+
+    def end(
+        self, ms: list[Any] | None = None, exc: BaseException | None = None, interrupted: str | None = None
+    ) -> None:
+        """The probe in flight ended: with its measurements `ms`, by an exception `exc` (the cases finished
+        before it are kept), or interrupted by a signal (named in `interrupted`; its finished cases kept)."""
+        name, doc = self.probe, self.doc
+        if name is None:
+            return
+        seconds = time.perf_counter() - self.t_probe
+        kept = ms if ms is not None else self.cases
+        measurements = doc["measurements"] + [m if isinstance(m, dict) else m.to_dict() for m in kept]
+        if interrupted:
+            entry = {"status": "interrupted", "seconds": seconds, "cases_kept": len(kept)}
+            entry["error"] = f"probe {name} interrupted by {interrupted}"
+        elif exc is not None:
+            msg = f"probe {name} failed: {error_line(exc)}"
+            doc["errors"].append(msg)
+            entry = {"status": "failed", "seconds": seconds, "error": msg, "cases_kept": len(kept)}
+        else:
+            entry = {"status": "completed", "seconds": seconds}
+            note = REGISTRY[name].note if name in REGISTRY else None
+            if note and note not in doc["notes"]:
+                doc["notes"].append(note)
+        doc["measurements"] = measurements
+        doc["probes"][name] = entry
+        self.probe, self.cases = None, []
+        self.save()
+
+    def finish(self, status: str, seconds: float) -> None:
+        self.doc["status"] = status
+        self.doc["finished_utc"] = utc_now().isoformat(timespec="seconds")
+        self.doc["seconds"] = seconds
+        self.save()
+
+    def save(self) -> None:
+        doc = self.doc
+        if self.probe is not None and self.cases:  # the probe in flight: its cases so far
+            done = [m if isinstance(m, dict) else m.to_dict() for m in self.cases]
+            doc = {**doc, "measurements": doc["measurements"] + done}
+        doc["summary"] = headline_summary(doc["measurements"])
+        write_atomic(doc, self.path)
+        self.saved_at = time.monotonic()
 
 
 def print_outputs(doc: dict[str, Any], path: Path) -> None:
@@ -124,23 +172,30 @@ def run(
     out_dir: Path,
     options: dict[str, Any] | None = None,
 ) -> int:
-    """Run the named probes on `devices` into one run document; returns the exit code (0, or 130)."""
+    """Run the named probes on `devices` into one run document; returns the exit code.
+
+    0 when the run completed; 128 + the signal's number (130 Ctrl-C, 143 SIGTERM) when a signal stopped it:
+    then the probe in flight keeps its finished cases, the document says "interrupted", and the report and
+    plots of what was measured are still written. Call it inside `probes.interrupt.as_interrupts()` for
+    SIGTERM and SIGHUP to count as interrupts (`probes.all` does)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from probes.context import Context
+    from probes.interrupt import describe, exit_code
     from probes.nvml import Nvml
     from probes.parallel import run_per_device, runs_in_parallel
 
     console = Console(stderr=True)
-    console.print(device_note)
+    console.print(device_note, markup=False)
     nvml = Nvml()
-    doc, path = start_document(cfg, names, devices, device_note, out_dir, nvml)
-    ctx = Context(cfg=cfg, devices=devices, nvml=nvml, options=dict(options or {}))
     t_run = time.perf_counter()
+    record: RunRecord | None = None
     try:
+        record = RunRecord.start(cfg, names, devices, device_note, out_dir, nvml)
+        ctx = Context(cfg=cfg, devices=devices, nvml=nvml, options=dict(options or {}), keep=record.keep)
         with Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -155,22 +210,31 @@ def run(
                     progress.update(task, advance=1, description=desc)
 
                 ctx.progress = advance
-                t0 = time.perf_counter()
+                record.begin(name)
                 try:
                     if runs_in_parallel(name, devices, bool(ctx.options.get("sequential"))):
-                        ms = run_per_device(name, cfg, devices, ctx.options, advance)
+                        ms = run_per_device(name, cfg, devices, ctx.options, advance, record.keep)
                     else:
                         ms = probe.run(ctx)
-                    record_probe(doc, path, name, time.perf_counter() - t0, ms=ms)
+                    record.end(ms)
                 except Exception as exc:  # a probe bug must not cost the other probes' results
-                    record_probe(doc, path, name, time.perf_counter() - t0, exc=exc)
+                    record.end(exc=exc)
                 progress.update(task, description=f"{name} done")
-    except KeyboardInterrupt:
-        finish_document(doc, path, "interrupted", time.perf_counter() - t_run)
-        console.print(f"interrupted; what was measured is in {path}")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        if record is None:
+            console.print(f"interrupted by {describe(exc)} before anything was measured", markup=False)
+            return exit_code(exc)
+        record.end(interrupted=describe(exc))
+        record.finish("interrupted", time.perf_counter() - t_run)
+        n = sum(m.get("status") == "ok" for m in record.doc["measurements"])
+        console.print(
+            f"interrupted by {describe(exc)}: {n} measured cases kept in {record.path}", markup=False
+        )
+        if n:
+            print_outputs(record.doc, record.path)
+        return exit_code(exc)
     finally:
         nvml.shutdown()
-    finish_document(doc, path, "completed", time.perf_counter() - t_run)
-    print_outputs(doc, path)
+    record.finish("completed", time.perf_counter() - t_run)
+    print_outputs(record.doc, record.path)
     return 0

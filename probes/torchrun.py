@@ -18,56 +18,98 @@ from typing import Any
 
 import torch
 
-from analysis.rundoc import Measurement
+from analysis.rundoc import Measurement, error_line
 from probes.all import check_out_dir, parse_args
 from probes.all import main as all_main
 from probes.config import ConfigError, load_config
 from probes.device import resolve_devices
+from probes.interrupt import as_interrupts, describe, exit_code
 from probes.nvml import Nvml
 from probes.ranks import NAME, Launch, tag_plateau, worker
-from probes.runner import EXIT_BAD_INPUT, finish_document, print_outputs, record_probe, start_document
+from probes.runner import EXIT_BAD_INPUT, RunRecord, print_outputs
 
 
 def under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
 
 
+def _env_int(key: str) -> int:
+    value = os.environ.get(key, "")
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {key}={value!r}: expected an integer") from None
+
+
 def torchrun_main(argv: list[str]) -> int:
     """This process is one rank started by torchrun: join, measure, and let global rank 0 write the document."""
     args = parse_args(argv, prog="python -m probes.torchrun")
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    rank = 0
     try:
+        rank, world, local = (_env_int(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        port = _env_int("MASTER_PORT")
         devices, note = resolve_devices(args.device)
         kind = "cpu" if devices[0].type == "cpu" else "gpu"
         cfg = load_config(args.config, args.profile, kind)
         backend = args.backend if args.backend != "auto" else ("nccl" if kind == "gpu" else "gloo")
+        if backend not in ("gloo", "nccl"):
+            raise ConfigError(f"--backend {backend}: expected auto, gloo or nccl")
+        if not (0 <= rank < world and local >= 0 and 1 <= port <= 65535):
+            raise ConfigError(
+                f"torchrun environment: RANK={rank} WORLD_SIZE={world} MASTER_PORT={port} do not fit"
+            )
         out_dir = check_out_dir(args.out)  # before measuring: a bad --out must not cost the run
     except ConfigError as exc:
         if rank == 0:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    launch = Launch(world_size=world, backend=backend, device_kind=kind, port=int(os.environ["MASTER_PORT"]))
+    launch = Launch(world_size=world, backend=backend, device_kind=kind, port=port)
+    record: RunRecord | None = None
+    nvml = Nvml() if rank == 0 else None
     collected: list[Measurement] = []
 
     def emit(msg: tuple[Any, ...]) -> None:
         if msg[0] == "measurement":
             collected.append(Measurement(**msg[1]))
+            if record is not None:
+                record.keep(collected[-1])
         elif msg[0] == "case":
             print(f"{NAME}: {msg[1]}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    worker(rank, launch, "env://", cfg, "", emit, local_rank=local)
-    if rank != 0:
+    try:
+        with as_interrupts():
+            if rank == 0:  # the document exists (and is saved case by case) before anything is measured
+                local_devices = devices if kind == "cpu" else [torch.device("cuda", local)]
+                note = f"torchrun: {world} ranks ({backend}); {note}"
+                record = RunRecord.start(cfg, [NAME], local_devices, note, out_dir, nvml)
+                record.begin(NAME)
+            try:
+                worker(rank, launch, "env://", cfg, "", emit, local_rank=local)
+            except Exception as exc:  # a peer died or a collective timed out: keep what was measured
+                if record is None:
+                    print(f"rank {rank}: {error_line(exc)}", file=sys.stderr)
+                    return 1
+                record.end(exc=exc)
+                record.finish("completed", time.perf_counter() - t0)
+                print_outputs(record.doc, record.path)
+                return 1
+    except KeyboardInterrupt as exc:
+        if record is None:
+            return exit_code(exc)
+        record.end(interrupted=describe(exc))
+        record.finish("interrupted", time.perf_counter() - t0)
+        print(f"interrupted by {describe(exc)}: what was measured is in {record.path}", file=sys.stderr)
+        return exit_code(exc)
+    finally:
+        if nvml is not None:
+            nvml.shutdown()
+    if record is None:
         return 0
     tag_plateau(collected, cfg.collectives.plateau_sizes)
-    nvml = Nvml()
-    local_devices = devices if kind == "cpu" else [torch.device("cuda", local)]
-    doc, path = start_document(
-        cfg, [NAME], local_devices, f"torchrun: {world} ranks ({backend}); {note}", out_dir, nvml
-    )
-    record_probe(doc, path, NAME, time.perf_counter() - t0, ms=collected)
-    finish_document(doc, path, "completed", time.perf_counter() - t0)
-    print_outputs(doc, path)
+    record.end(collected)
+    record.finish("completed", time.perf_counter() - t0)
+    print_outputs(record.doc, record.path)
     return 0
 
 

@@ -1,5 +1,6 @@
-"""A probe for tests/test_parallel.py: one measurement per device, whose value is the device's index;
-`die_at` / `raise_at` options make that device's worker die or raise."""
+"""A probe for tests/test_parallel.py: a first case handed to `ctx.keep` as soon as it is measured, then one
+measurement per device whose value is the device's index; `die_at` / `raise_at` options make that device's
+worker die or raise after its first case."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ def n_cases(ctx) -> int:
 def run(ctx) -> list[Measurement]:
     index = ctx.options.get("device_index", 0)
     ctx.progress(f"fake on {ctx.devices[0]} #{index}")
+    first = Measurement(
+        probe=NAME, case="first", device=str(ctx.devices[0]), params={"index": index}, value=1.0
+    )
+    ctx.keep(first)
     if ctx.options.get("die_at") == index:
         os._exit(3)
     if ctx.options.get("raise_at") == index:
         raise RuntimeError("a driver fault")
     time.sleep(0.2 * (3 - index) if index < 3 else 0)  # finish out of order
-    return [
+    return [first] + [
         Measurement(probe=NAME, case="c", device=str(d), params={"index": index}, value=float(index))
         for d in ctx.devices
     ]

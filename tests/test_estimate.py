@@ -41,3 +41,10 @@ def test_the_command_prints_the_profile_then_the_estimate(capsys):
     assert "--gpus 0: must be at least 1" in capsys.readouterr().err
     assert main(["--gpus", "8", "--sequential"]) == 0
     assert "on 8 GPUs, one after another" in capsys.readouterr().err
+
+
+def test_quick_on_a_cpu_box_budgets_under_a_minute():
+    """The quick CPU profile's case budgets (the part of its time that grows with the profile) leave room
+    under 90 s for imports, building operands and references: ~86 s on an idle 2-core box."""
+    est = estimate_seconds(load_config(None, "quick", "cpu"), 0)
+    assert sum(est.values()) <= 60

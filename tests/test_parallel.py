@@ -15,17 +15,21 @@ FAKE = Probe("fake", "fake_per_device_probe", "a test probe")
 CPUS = [torch.device("cpu")] * 3
 
 
-def run(options: dict) -> tuple[list[dict], list[str]]:
+def run(options: dict, kept: list | None = None) -> tuple[list[dict], list[str]]:
     seen: list[str] = []
-    ms = run_per_device(FAKE, load_config(None, "quick", "cpu"), CPUS, options, seen.append)
+    keep = kept.append if kept is not None else (lambda m: None)
+    ms = run_per_device(FAKE, load_config(None, "quick", "cpu"), CPUS, options, seen.append, keep)
     return ms, seen
 
 
 def test_results_come_back_in_device_order_with_progress():
-    ms, seen = run({})
-    assert [m["params"]["index"] for m in ms] == [0, 1, 2]  # workers finished 2, 1, 0
+    kept: list[dict] = []
+    ms, seen = run({}, kept)
+    assert [m["params"]["index"] for m in ms] == [0, 0, 1, 1, 2, 2]  # workers finished 2, 1, 0
     assert all(m["status"] == "ok" for m in ms)
     assert sorted(seen) == ["fake on cpu #0", "fake on cpu #1", "fake on cpu #2"]
+    # every first case reached the parent (the runner saves it) as soon as it was measured
+    assert sorted(m["params"]["index"] for m in kept) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -34,9 +38,10 @@ def test_results_come_back_in_device_order_with_progress():
 )
 def test_a_dead_or_failing_worker_costs_only_its_device(option, why):
     ms, _ = run({option: 1})
-    assert [m["status"] for m in ms] == ["ok", "error", "ok"]
-    assert ms[1]["error"] == f"fake on cpu failed: {why}"
-    assert [m["params"].get("index") for m in ms] == [0, None, 2]
+    assert [m["status"] for m in ms] == ["ok", "ok", "ok", "error", "ok", "ok"]
+    assert ms[3]["error"] == f"fake on cpu failed: {why}"
+    # the failing device keeps the case it finished before it died
+    assert [(m["case"], m["params"].get("index")) for m in ms][2:4] == [("first", 1), ("all", None)]
 
 
 def test_only_per_gpu_probes_on_several_devices_run_at_once():
