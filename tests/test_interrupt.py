@@ -162,18 +162,72 @@ def test_a_child_dies_with_its_parent_even_on_sigkill(tmp_path):
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     child = int(parent.stdout.readline())
-    time.sleep(0.5)  # the child is past die_with_parent (or its first line would run after the parent died)
+    time.sleep(0.5)  # past die_with_parent, most likely; if not, it sees its parent gone and exits at once
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        state = (
-            Path(f"/proc/{child}/stat").read_text().split()[2]
-            if Path(f"/proc/{child}/stat").exists()
-            else "X"
-        )
-        if state == "Z":  # dead, waiting for init to reap it
-            break
+    assert not wait_dead([child]), "the child outlived its SIGKILLed parent"
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def listening(pids: list[int]) -> list[str]:
+    """Local addresses ('0100007F:9A7D', hex as in /proc/net/tcp) of the TCP sockets `pids` listen on."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # state LISTEN
+                out.append(f[1])
+    return out
+
+
+LOOPBACK = ("0100007F:", "00000000000000000000000001000000:")  # 127.0.0.1, ::1
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_dead(pids: list[int], seconds: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    alive = Path(f"/proc/{child}/stat").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
-    assert not alive, "the child outlived its SIGKILLed parent"
+    return [p for p in pids if alive(p)]
+
+
+@pytest.mark.slow
+def test_collective_ranks_listen_on_loopback_only_and_die_with_a_sigkilled_run(tmp_path):
+    proc, out = start(tmp_path, "collectives")
+    deadline = time.monotonic() + 120
+    while saved_cases(out, "collectives") < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ranks = [p for p in children(proc.pid) if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(ranks) >= 2, ranks
+    addresses = listening(ranks)  # the rendezvous store and gloo's pairs
+    assert addresses and all(a.startswith(LOOPBACK) for a in addresses), addresses
+    proc.kill()  # SIGKILL: the run has no chance to tear its ranks down
+    proc.communicate()
+    assert not wait_dead(ranks), "ranks outlived their SIGKILLed parent"

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
-from helpers import make_doc
+from helpers import REPO, make_doc
 
 from analysis.rundoc import (
     SCHEMA,
     RunDocumentError,
+    create_exclusive,
     default_path,
     load,
     write_atomic,
@@ -99,3 +104,38 @@ def test_default_path_is_time_host_device():
         "results", datetime(2026, 11, 23, 23, 1, 2, tzinfo=timezone.utc), "node 7", "8xNVIDIA H100 80GB HBM3"
     )
     assert str(p) == "results/20261123T230102Z_node-7_8xNVIDIA-H100-80GB-HBM3.json"
+
+
+def test_runs_started_in_the_same_second_get_their_own_documents(tmp_path):
+    when = datetime(2026, 11, 23, 23, 1, 2, tzinfo=timezone.utc)
+    paths = [create_exclusive(tmp_path, when, "node", "cpu") for _ in range(3)]
+    assert len(set(paths)) == 3 and all(p.exists() for p in paths)
+    assert paths[0].name == f"20261123T230102Z_node_cpu_{os.getpid()}.json"
+    assert paths[1].name == f"20261123T230102Z_node_cpu_{os.getpid()}-1.json"
+
+
+def test_three_processes_in_one_second_into_one_folder_leave_three_documents(tmp_path):
+    code = (
+        "import sys; from datetime import datetime, timezone; from analysis.rundoc import create_exclusive; "
+        "print(create_exclusive(sys.argv[1], datetime(2026, 1, 1, tzinfo=timezone.utc), 'h', 'cpu'))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    names = {p.communicate()[0].strip() for p in procs}
+    assert len(names) == 3 and len(list(tmp_path.glob("*.json"))) == 3
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_documents_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = create_exclusive(tmp_path, datetime.now(timezone.utc), "h", "cpu")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+        write_atomic(make_doc(), path)  # replaced by a temporary file that mkstemp made 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    finally:
+        os.umask(old)
