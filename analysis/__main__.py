@@ -10,11 +10,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.rundoc import RunDocumentError, load
+from analysis.cli import (
+    ArgumentParser,
+    check_output_dir,
+    check_output_file,
+    guard,
+    int_list,
+    nonneg_float,
+    positive_int,
+)
+from analysis.rundoc import load
+
+IMAGES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps", ".ps")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis", description="Analyse gpuprobe run documents.")
+    ap = ArgumentParser(prog="python -m analysis", description="Analyse gpuprobe run documents.")
     sub = ap.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="print the report of a run document")
     rep.add_argument("run", type=Path)
@@ -40,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     cro.add_argument("--model", required=True)
     cro.add_argument("--a", required=True, help="GPU_KEY_OR_RUN.json:DTYPE:TP[:PRICE_PER_GPU_HOUR]")
     cro.add_argument("--b", required=True)
-    cro.add_argument("--batch", default="1,2,4,8,16,32,64,128,256")
-    cro.add_argument("--input-len", type=int, default=1024)
-    cro.add_argument("--output-len", type=int, default=256)
+    cro.add_argument("--batch", type=int_list, default="1,2,4,8,16,32,64,128,256")
+    cro.add_argument("--input-len", type=positive_int, default=1024)
+    cro.add_argument("--output-len", type=positive_int, default=256)
     cro.add_argument("-o", "--output", type=Path, default=Path("crossover.png"))
     flt = sub.add_parser("fleet", help="one row per node; nodes outside the fleet's robust band flagged")
     flt.add_argument("runs", type=Path, nargs="+", help="run documents, or folders of them")
@@ -50,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     cmp_.add_argument("old", type=Path)
     cmp_.add_argument("new", type=Path)
     cmp_.add_argument(
-        "--threshold", type=float, default=10.0, help="percent drop that counts as a regression (default 10)"
+        "--threshold",
+        type=nonneg_float,
+        default=10.0,
+        help="percent drop that counts as a regression (default 10)",
     )
     exp = sub.add_parser(
         "export", help="the run's calibrated profile for planners (llm-analysis GPU config or JSON)"
@@ -78,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         help="weight format: fp32, bf16, fp16, fp8 (W8A8), int8 (W8A8), int8-wo, int4-wo (weight-only)",
     )
     proj.add_argument(
-        "--group-size", default="128", help="int4-wo: weights per scale and zero (32, 64, 128, 256)"
+        "--group-size",
+        type=positive_int,
+        default=128,
+        help="int4-wo: weights per scale and zero (32, 64, 128, 256)",
     )
     proj.add_argument(
         "--kv-dtype",
@@ -95,32 +112,37 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a serving engine: kernels graph-captured and fused (per-kernel cost, not eager launch)",
     )
-    proj.add_argument("--tp", type=int, default=1)
-    proj.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes")
-    proj.add_argument("--input-len", type=int, default=1024)
-    proj.add_argument("--output-len", type=int, default=256)
-    proj.add_argument("--price-per-gpu-hour", type=float, default=None)
+    proj.add_argument("--tp", type=positive_int, default=1)
+    proj.add_argument("--batch", type=int_list, default="1,8,32", help="comma-separated batch sizes")
+    proj.add_argument("--input-len", type=positive_int, default=1024)
+    proj.add_argument("--output-len", type=positive_int, default=256)
+    proj.add_argument("--price-per-gpu-hour", type=nonneg_float, default=None)
     proj.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
-    if args.command == "project":
-        return _project(args)
-    if args.command == "backtest":
-        return _backtest(args)
-    if args.command == "compare":
-        return _compare(args)
-    if args.command in ("audit", "crossover", "fleet"):
-        from analysis.planning import PlanningError
+    return guard(lambda: _run(args))
 
-        try:
-            return {"audit": _audit, "crossover": _crossover, "fleet": _fleet}[args.command](args)
-        except PlanningError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    try:
-        doc = load(args.run)
-    except RunDocumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its inputs checked at the door (bad input raises BadInput: one line, exit 2)."""
+    if getattr(args, "output", None) is not None:
+        if args.command == "export":
+            check_output_dir(args.output)
+        else:
+            check_output_file(args.output, IMAGES)
+    commands = {
+        "project": _project,
+        "backtest": _backtest,
+        "compare": _compare,
+        "audit": _audit,
+        "crossover": _crossover,
+        "fleet": _fleet,
+    }
+    if args.command in commands:
+        return commands[args.command](args)
+    doc = load(args.run)
+    if args.command in ("plot", "roofline") and args.output is None:
+        suffix = {"plot": "_bandwidth.png", "roofline": "_roofline.png"}[args.command]
+        check_output_file(args.run.with_name(args.run.stem + suffix))
     from rich.console import Console
 
     console = Console() if sys.stdout.isatty() else Console(width=140)
@@ -138,16 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         return _roofline(doc, args.run, args.output)
     if args.command == "export":
         from analysis import export
-        from analysis.formats import ProjectionError
 
-        try:
-            path, notes = export.write(doc, args.format, args.output)
-            print(path)
-            for note in notes:
-                print(f"note: {note}", file=sys.stderr)
-        except ProjectionError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        path, notes = export.write(doc, args.format, args.output)
+        print(path)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         return 0
     from analysis.plots import plot_bandwidth
 
@@ -206,12 +223,7 @@ def _crossover(args: argparse.Namespace) -> int:
     from analysis import planning
 
     planning.model_check(args.model)
-    try:
-        batches = [int(b) for b in args.batch.split(",") if b.strip()]
-    except ValueError:
-        raise planning.PlanningError(f"--batch {args.batch!r}: expected comma-separated integers") from None
-    if not batches or min(batches) <= 0:
-        raise planning.PlanningError("--batch: batch sizes must be positive")
+    batches = args.batch
     sides = [planning.parse_side(args.a), planning.parse_side(args.b)]
     try:
         rows = [planning.curve(s, args.model, batches, args.input_len, args.output_len) for s in sides]
@@ -283,14 +295,7 @@ def _compare(args: argparse.Namespace) -> int:
     from analysis.compare import compare
     from analysis.units import display
 
-    if args.threshold < 0:
-        print(f"error: --threshold {args.threshold}: must not be negative", file=sys.stderr)
-        return 2
-    try:
-        old, new = load(args.old), load(args.new)
-    except RunDocumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    old, new = load(args.old), load(args.new)
     changes = compare(old, new, args.threshold / 100)
     console = Console() if sys.stdout.isatty() else Console(width=140)
     t = Table(
@@ -345,11 +350,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
     from analysis import backtest as bt
 
-    try:
-        rows = bt.load_rows(args.csv) if args.csv else bt.load_rows()
-    except bt.BacktestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    rows = bt.load_rows(args.csv) if args.csv else bt.load_rows()
     results = bt.backtest([r for r in rows if args.half in ("all", r.half)])
     if args.json:
         out = [
@@ -370,44 +371,28 @@ def _project(args: argparse.Namespace) -> int:
     import json
 
     from analysis import decode, formats, hardware, specs
-    from analysis.models import ModelConfigError, load_model
+    from analysis.models import load_model
 
-    try:
-        if args.ideal and not args.gpu:
-            raise formats.ProjectionError("--ideal needs --gpu (a run document is measured, not ideal)")
-        if args.tp < 1:
-            raise formats.ProjectionError(f"--tp {args.tp}: must be at least 1")
-        try:
-            batches = [int(b) for b in args.batch.split(",") if b.strip()]
-        except ValueError:
-            raise formats.ProjectionError(
-                f"--batch {args.batch!r}: expected comma-separated integers"
-            ) from None
-        try:
-            group_size = int(args.group_size)
-        except ValueError:
-            raise formats.ProjectionError(f"--group-size {args.group_size!r}: expected an integer") from None
-        model = load_model(args.model)
-        hw = (
-            hardware.profile_from_run(load(args.run), args.run.name)
-            if args.run
-            else hardware.profile_from_spec(specs.get(args.gpu), args.ideal)
-        )
-        q = formats.Query(
-            model,
-            args.dtype,
-            args.kv_dtype,
-            args.tp,
-            args.input_len,
-            args.output_len,
-            args.price_per_gpu_hour,
-            group_size=group_size,
-            launch="graph" if args.cuda_graphs else (args.launch or "eager"),
-        )
-        rows = decode.project(hw, q, batches)
-    except (formats.ProjectionError, ModelConfigError, RunDocumentError, specs.UnknownGPU) as exc:
-        print(f"error: {str(exc).strip(chr(34)).strip(chr(39))}", file=sys.stderr)
-        return 2
+    if args.ideal and not args.gpu:
+        raise formats.ProjectionError("--ideal needs --gpu (a run document is measured, not ideal)")
+    model = load_model(args.model)
+    hw = (
+        hardware.profile_from_run(load(args.run), args.run.name)
+        if args.run
+        else hardware.profile_from_spec(specs.get(args.gpu), args.ideal)
+    )
+    q = formats.Query(
+        model,
+        args.dtype,
+        args.kv_dtype,
+        args.tp,
+        args.input_len,
+        args.output_len,
+        args.price_per_gpu_hour,
+        group_size=args.group_size,
+        launch="graph" if args.cuda_graphs else (args.launch or "eager"),
+    )
+    rows = decode.project(hw, q, args.batch)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

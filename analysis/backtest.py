@@ -22,6 +22,7 @@ fitted to these rows today (every default is a published microbenchmark figure, 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import statistics
 import zlib
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import decode, formats, hardware, specs
+from analysis.cli import BadInput, read_text
 from analysis.models import load_model
 
 PUBLISHED = Path(__file__).resolve().parent / "data" / "decode_published.csv"
@@ -41,7 +43,7 @@ NATIVE_ENGINES = ("llama.cpp", "other", "mlc")
 ENGINES_WITHOUT_GRAPHS = ("llama.cpp",)
 
 
-class BacktestError(ValueError):
+class BacktestError(BadInput):
     """A published-data file that cannot be read or a row that names something unknown."""
 
 
@@ -71,10 +73,11 @@ class Row:
 def load_rows(path: Path = PUBLISHED) -> list[Row]:
     """Every row of a published-data CSV, checked; BacktestError names the first bad one."""
     try:
-        with open(path, newline="") as f:
-            raw = list(csv.DictReader(f))
-    except OSError as exc:
-        raise BacktestError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raw = list(csv.DictReader(io.StringIO(read_text(path, "CSV file"), newline="")))
+    except BadInput as exc:
+        raise BacktestError(str(exc)) from None
+    except csv.Error as exc:
+        raise BacktestError(f"{path}: not a CSV file: {exc}") from None
     rows = []
     for i, r in enumerate(raw, 2):
         where = f"{path}:{i} ({r.get('id') or '?'})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analysis.cli import BadInput
 from analysis.headline import compute_family
 from analysis.models import ModelConfig
 
@@ -20,7 +21,7 @@ GROUP_SIZES = (32, 64, 128, 256)
 LAUNCH_MODES = ("eager", "graph", "native")
 
 
-class ProjectionError(ValueError):
+class ProjectionError(BadInput):
     """Inputs that cannot be projected (TP not dividing heads, batch <= 0, a run without the figures)."""
 
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from analysis.cli import BadInput, read_text
 
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(BadInput):
     """A model name that is not bundled, or a config.json that lacks what a decoder needs."""
 
 
@@ -66,13 +69,14 @@ def load_model(name_or_path: str) -> ModelConfig:
             f"unknown model {name_or_path!r} (bundled: {', '.join(bundled_models())}; or a config.json path)"
         )
     try:
-        raw = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelConfigError(f"{p}: cannot read config.json: {exc}") from None
-    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-    missing = [k for k in need if not isinstance(raw.get(k), int)]
-    if missing:
-        raise ModelConfigError(f"{p}: missing or non-integer {', '.join(missing)}")
+        raw = json.loads(read_text(p, "config.json"))
+    except BadInput as exc:
+        raise ModelConfigError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise ModelConfigError(f"{p}: cannot read config.json: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(raw, dict):
+        raise ModelConfigError(f"{p}: not a config.json (top level is {type(raw).__name__}, not an object)")
+    _check_config(p, raw)
     heads = raw["num_attention_heads"]
     return ModelConfig(
         name=p.stem if p.parent == MODELS_DIR else str(p),
@@ -87,6 +91,40 @@ def load_model(name_or_path: str) -> ModelConfig:
         experts=raw.get("num_local_experts") or 1,
         experts_per_token=raw.get("num_experts_per_tok") or 1,
     )
+
+
+POSITIVE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+OPTIONAL_POSITIVE_KEYS = ("num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok")
+
+
+def _check_config(p: Path, raw: dict[str, Any]) -> None:
+    """What the step model divides by and multiplies with: positive integers that fit together."""
+
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    for key in POSITIVE_KEYS:
+        if key not in raw:
+            raise ModelConfigError(f"{p}: missing {key}")
+        if not positive_int(raw[key]):
+            raise ModelConfigError(f"{p}: {key} = {raw[key]!r}: expected a positive integer")
+    for key in OPTIONAL_POSITIVE_KEYS:
+        if raw.get(key) is not None and not positive_int(raw[key]):
+            raise ModelConfigError(f"{p}: {key} = {raw[key]!r}: expected a positive integer")
+    heads, kv = raw["num_attention_heads"], raw.get("num_key_value_heads") or raw["num_attention_heads"]
+    if heads % kv:
+        raise ModelConfigError(
+            f"{p}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}"
+        )
+    if raw.get("head_dim") is None and raw["hidden_size"] % heads:
+        raise ModelConfigError(
+            f"{p}: hidden_size {raw['hidden_size']} is not a multiple of num_attention_heads {heads} (no head_dim)"
+        )
+    experts = raw.get("num_local_experts") or 1
+    if (raw.get("num_experts_per_tok") or 1) > experts:
+        raise ModelConfigError(
+            f"{p}: num_experts_per_tok {raw['num_experts_per_tok']} > num_local_experts {experts}"
+        )
 
 
 def parameter_count(cfg: ModelConfig) -> int:

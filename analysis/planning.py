@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import decode, formats, hardware, specs
+from analysis.cli import BadInput, read_text
 from analysis.models import ModelConfigError, load_model
 
 if sys.version_info >= (3, 11):
@@ -31,7 +32,7 @@ OPTIMISTIC, CONSERVATIVE = 1.15, 0.70
 MAD_K, MIN_BAND = 3.0, 0.10
 
 
-class PlanningError(ValueError):
+class PlanningError(BadInput):
     """A claims file, profile spec or fleet input that cannot be used: one line naming the row or file."""
 
 
@@ -56,9 +57,9 @@ OPTIONAL_CLAIM_KEYS = {"cuda_graphs": bool, "kv_dtype": str, "group_size": int}
 
 def load_claims(path: Path) -> list[dict[str, Any]]:
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanningError(f"{path}: no such file") from None
+        raw = tomllib.loads(read_text(path, "claims file"))
+    except BadInput as exc:
+        raise PlanningError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise PlanningError(f"{path}: TOML syntax error: {exc}") from None
     rows = raw.get("claim")

@@ -3,7 +3,8 @@
 Keys carry their unit (`bytes_per_s`, `flop_per_s`, `seconds`, `_s`, `_bytes`); figures are SI numbers and
 only displays convert to decimal GB/s or TFLOPS. The document is rewritten atomically (temporary file in
 the same folder, fsync, rename) after every probe, so a crash or Ctrl-C loses at most the probe in flight.
-`load()` refuses what it cannot read, with a message that says why.
+`load()` refuses what it cannot read, with a message that says why: the document is checked against the
+JSON Schema shipped beside it (`data/run.schema.json`, with `jsonschema`), once, at the door.
 
 It lives on the analysis side (torch-free) because both wings read it: probes write run documents with it,
 and analysis on a laptop loads them with it.
@@ -11,6 +12,7 @@ and analysis on a laptop loads them with it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,12 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from analysis.cli import BadInput, read_text
+
 SCHEMA = "gpuprobe.run/1"
 SCHEMA_FAMILY = "gpuprobe.run/"
-STATUSES = ("ok", "error", "skipped")
 
 
-class RunDocumentError(ValueError):
+class RunDocumentError(BadInput):
     """A file that is not a run document this version can read."""
 
 
@@ -200,30 +203,20 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema": str,
-    "tool": dict,
-    "started_utc": str,
-    "status": str,
-    "host": dict,
-    "devices": list,
-    "config": dict,
-    "probes": dict,
-    "measurements": list,
-    "errors": list,
-    "summary": list,
-}
-_MEASUREMENT_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "probe": str,
-    "case": str,
-    "device": str,
-    "params": dict,
-    "status": str,
-}
+SCHEMA_FILE = Path(__file__).parent / "data" / "run.schema.json"
+
+
+@functools.lru_cache(maxsize=1)
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of gpuprobe.run/1 (analysis/data/run.schema.json, shipped with the package)."""
+    return json.loads(SCHEMA_FILE.read_text())
 
 
 def validate(doc: Any, name: str = "run document") -> dict[str, Any]:
-    """Check the structure of a parsed run document; raise RunDocumentError naming the first problem."""
+    """Check a parsed run document against the JSON Schema; raise RunDocumentError naming the first problem
+    (where in the document, and what is wrong), so every reader can trust what it indexes."""
+    import jsonschema
+
     if not isinstance(doc, dict):
         raise RunDocumentError(
             f"{name}: not a gpuprobe run document (top level is {type(doc).__name__}, not an object)"
@@ -235,38 +228,29 @@ def validate(doc: Any, name: str = "run document") -> dict[str, Any]:
         raise RunDocumentError(
             f"{name}: schema {schema!r} is not supported by this version (reads {SCHEMA!r})"
         )
-    for key, tp in _REQUIRED.items():
-        if key not in doc:
-            raise RunDocumentError(f"{name}: missing key {key!r}")
-        if not isinstance(doc[key], tp):
-            raise RunDocumentError(f"{name}: key {key!r} should be {getattr(tp, '__name__', tp)}")
-    for i, m in enumerate(doc["measurements"]):
-        if not isinstance(m, dict):
-            raise RunDocumentError(f"{name}: measurements[{i}] is not an object")
-        for key, tp in _MEASUREMENT_REQUIRED.items():
-            if not isinstance(m.get(key), tp):
-                raise RunDocumentError(f"{name}: measurements[{i}].{key} missing or not {tp.__name__}")
-        if m["status"] not in STATUSES:
-            raise RunDocumentError(
-                f"{name}: measurements[{i}].status {m['status']!r} is not one of {STATUSES}"
-            )
-        if m["status"] == "ok" and not isinstance(m.get("value"), (int, float)):
-            raise RunDocumentError(f"{name}: measurements[{i}] is ok but has no numeric value")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(json_schema()).iter_errors(doc))
+    if error is not None:
+        where = error.json_path.removeprefix("$").removeprefix(".") or "top level"
+        raise RunDocumentError(f"{name}: {where}: {error.message}")
     return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"not a gpuprobe run document: {name} is not a JSON number (gpuprobe writes null)")
 
 
 def load(path: str | Path) -> dict[str, Any]:
     """Read and validate a run document."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise RunDocumentError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunDocumentError(f"{p}: cannot read: {exc}") from None
+        text = read_text(p, "run document")
+    except BadInput as exc:
+        raise RunDocumentError(str(exc)) from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = json.loads(text, parse_constant=_no_constant)  # NaN / Infinity: never written by gpuprobe
+    except ValueError as exc:
+        if not isinstance(exc, json.JSONDecodeError):
+            raise RunDocumentError(f"{p}: {exc}") from None
         raise RunDocumentError(
             f"{p}: not valid JSON (truncated or corrupt?): {exc.msg} at line {exc.lineno}"
         ) from None

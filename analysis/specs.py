@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from analysis.cli import BadInput
 from analysis.headline import dtype_family
 
 if sys.version_info >= (3, 11):
@@ -29,8 +30,11 @@ else:  # pragma: no cover
 SPECS_PATH = Path(__file__).resolve().parent / "data" / "gpus.toml"
 
 
-class UnknownGPU(KeyError):
-    """A GPU key that is not in the spec database."""
+class UnknownGPU(BadInput, KeyError):
+    """A GPU key that is not in the spec database (a KeyError, and bad input: one line, exit 2)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown GPU"
 
 
 @dataclass(frozen=True)

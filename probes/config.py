@@ -21,8 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.cli import BadInput, read_text
 from probes import REGISTRY
-from probes.tomlcheck import ConfigError, choices, coerce, fraction, non_empty, non_negative, positive
+from probes.tomlcheck import (
+    ConfigError,
+    choices,
+    coerce,
+    duration,
+    fraction,
+    non_empty,
+    non_negative,
+    positive,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,12 +64,14 @@ def _checks(*checks: Any) -> Any:
 class TimingConfig:
     """How every case is timed (probes.timing)."""
 
-    warmup_s: float = _checks(non_negative)  # by time, so clocks and caches settle whatever the case size
+    warmup_s: float = _checks(
+        non_negative, duration
+    )  # by time, so clocks and caches settle whatever the case size
     min_reps: int = _checks(positive)
     max_reps: int = _checks(positive)
     target_rse: float = _checks(positive)  # stop when the relative standard error of the mean is below this
-    case_budget_s: float = _checks(positive)  # ...or when this much time was spent timing the case
-    telemetry_interval_s: float = _checks(positive)
+    case_budget_s: float = _checks(positive, duration)  # ...or when this much time was spent timing the case
+    telemetry_interval_s: float = _checks(positive, duration)
 
 
 @dataclass(frozen=True)
@@ -116,7 +128,7 @@ class MatmulConfig:
     search_dtypes: tuple[str, ...] = _checks(choices(*MATMUL_DTYPES))
     search_step: int = _checks(positive)
     search_radius_steps: int = _checks(non_negative)
-    search_budget_s: float = _checks(non_negative)  # per dtype
+    search_budget_s: float = _checks(non_negative, duration)  # per dtype
     decode_models: tuple[str, ...] = _checks(_models)  # bundled names or config.json paths
     decode_dtypes: tuple[str, ...] = _checks(choices(*MATMUL_DTYPES))
     decode_m: tuple[int, ...] = _checks(positive)
@@ -124,7 +136,7 @@ class MatmulConfig:
     decode_devices: str = _checks(choices("first", "all"))  # shapes for the roofline: one GPU is enough
     # Extra warm-up before a device's first matmul case: tensor-core clocks and power take a second or so to
     # reach their sustained level; later cases follow back to back and need only timing.warmup_s.
-    first_warmup_s: float = _checks(non_negative)
+    first_warmup_s: float = _checks(non_negative, duration)
     # FP8 accumulation, one mode for cuBLAS (_scaled_mm use_fast_accum) and Triton alike; recorded per case
     fp8_accumulation: str = _checks(choices("precise", "fast"))
     group_size: int = _checks(choices(32, 64, 128, 256))  # int4-wo scales: one per group of K (decode too)
@@ -145,8 +157,8 @@ class CollectivesConfig:
     size_factor: int = _checks(positive)  # x2 or x4 steps from min_bytes to max_bytes
     plateau_sizes: int = _checks(positive)  # the largest sizes that make the busbw headline
     cpu_world_size: int = _checks(positive)  # gloo processes on a CPU box (--world-size overrides)
-    collective_timeout_s: float = _checks(positive)  # a rank silent this long is hung: tear down
-    startup_timeout_s: float = _checks(positive)  # spawning, importing torch, rendezvous
+    collective_timeout_s: float = _checks(positive, duration)  # a rank silent this long is hung: tear down
+    startup_timeout_s: float = _checks(positive, duration)  # spawning, importing torch, rendezvous
     p2p_bytes: int = _checks(positive)  # per copy in the GPU peer-to-peer matrix
     p2p_pairs: str = _checks(choices("all", "ring"))  # every ordered GPU pair, or ring neighbours only
 
@@ -274,15 +286,12 @@ def load_config(
     """
     p = Path(path) if path is not None else default_config_path()
     try:
-        with open(p, "rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        hint = "" if path is not None else " (run from the repository, or pass --config PATH)"
-        raise ConfigError(f"{p}: no such file{hint}") from None
+        raw = tomllib.loads(read_text(p, "bench.toml"))
+    except BadInput as exc:
+        hint = " (run from the repository, or pass --config PATH)" if path is None else ""
+        raise ConfigError(f"{exc}{hint}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: TOML syntax error: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     try:
         return _resolve(raw, profile, str(p), device_kind)
     except ConfigError as exc:

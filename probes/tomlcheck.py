@@ -12,8 +12,10 @@ import types
 import typing
 from typing import Any
 
+from analysis.cli import BadInput
 
-class ConfigError(ValueError):
+
+class ConfigError(BadInput):
     """A bad bench.toml or a bad command-line value: one line, exit code 2."""
 
 
@@ -25,6 +27,15 @@ def positive(name: str, v: Any) -> str | None:
 def non_negative(name: str, v: Any) -> str | None:
     values = v if isinstance(v, tuple) else (v,)
     return None if all(x >= 0 for x in values) else f"must not be negative, got {v!r}"
+
+
+DAY_S = 86_400.0
+
+
+def duration(name: str, v: Any) -> str | None:
+    """Seconds: finite (coerce), not negative, and at most a day (a timeout of 1e300 s overflows timedelta,
+    a warm-up of a year never ends)."""
+    return None if 0 <= v <= DAY_S else f"must be between 0 and {DAY_S:.0f} seconds (a day), got {v!r}"
 
 
 def fraction(name: str, v: Any) -> str | None:

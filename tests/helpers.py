@@ -230,3 +230,11 @@ class RecordingDeviceContext:
     def __call__(self, device: Any) -> Any:
         self.entered.append(str(device))
         yield
+
+
+def cli(main: Any, argv: list[str]) -> int:
+    """A command's exit code, whether it returns it or argparse exits with it (bad flags)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)

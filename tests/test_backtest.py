@@ -83,4 +83,4 @@ def test_the_command_prints_rows_and_summaries(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "holdout" in out and "median |error|" in out and "fit " not in out.split("┘")[-1]
     assert analysis_main(["backtest", "--csv", str(tmp_path / "missing.csv")]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err

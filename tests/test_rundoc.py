@@ -89,11 +89,11 @@ def test_loader_refuses_broken_measurements(tmp_path):
     doc = make_doc()
     doc["measurements"][0]["status"] = "great"
     p = write_atomic(doc, tmp_path / "a.json")
-    with pytest.raises(RunDocumentError, match=r"measurements\[0\].status 'great'"):
+    with pytest.raises(RunDocumentError, match=r"measurements\[0\].status: 'great' is not one of"):
         load(p)
     doc = make_doc()
     del doc["summary"]
-    with pytest.raises(RunDocumentError, match="missing key 'summary'"):
+    with pytest.raises(RunDocumentError, match="top level: 'summary' is a required property"):
         load(write_atomic(doc, tmp_path / "b.json"))
     with pytest.raises(RunDocumentError, match="no such file"):
         load(tmp_path / "none.json")
