@@ -15,10 +15,10 @@ document, marked "interrupted", keeps every finished case, and the report of the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from analysis.cli import ArgumentParser, BadInput, check_output_dir, guard, nonneg_int, positive_int
 from probes import REGISTRY
 from probes.config import ConfigError, RunConfig, load_config
 from probes.interrupt import as_interrupts, describe, exit_code
@@ -26,7 +26,7 @@ from probes.runner import EXIT_BAD_INPUT, run
 
 
 def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
+    ap = ArgumentParser(
         prog=prog,
         description="Measure what this node delivers: memory bandwidth, host link, ... (see bench.toml).",
     )
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
     )
     ap.add_argument(
         "--world-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="collectives: processes (default: one per GPU, or [collectives] cpu_world_size on a CPU)",
     )
@@ -67,7 +67,10 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
         "--backend", default="auto", help="collectives: auto (NCCL on GPUs, gloo on CPUs), gloo or nccl"
     )
     ap.add_argument(
-        "--port", type=int, default=0, help="collectives: rendezvous port on 127.0.0.1 (default: a free one)"
+        "--port",
+        type=port_number,
+        default=0,
+        help="collectives: rendezvous port on 127.0.0.1 (default: a free one)",
     )
     ap.add_argument(
         "--sequential",
@@ -96,21 +99,25 @@ def select_probes(cfg: RunConfig, only: list[str], skip: list[str]) -> list[str]
 
 
 def check_out_dir(out: str) -> Path:
-    p = Path(out)
+    """--out: a folder that can be written into (made if missing); else a ConfigError, before measuring."""
     try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create folder: {exc.strerror}") from None
-    if not os.access(p, os.W_OK):
-        raise ConfigError(f"--out {out}: folder is not writable")
-    return p
+        return check_output_dir(Path(out), what="--out")
+    except BadInput as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def port_number(text: str) -> int:
+    value = nonneg_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1..65535 (0: a free one)")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with as_interrupts():  # Ctrl-C, SIGTERM, SIGHUP: what was measured is kept, exit 128 + signal
         try:
-            return _main(args)
+            return guard(lambda: _main(args))
         except KeyboardInterrupt as exc:  # before the run document existed: nothing was measured
             print(f"interrupted by {describe(exc)} before anything was measured", file=sys.stderr)
             return exit_code(exc)

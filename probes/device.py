@@ -216,20 +216,22 @@ def cpu_last_level_cache_bytes(default: int | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m probes.device", description="Print what gpuprobe sees.")
+    from analysis.cli import ArgumentParser, guard
+
+    ap = ArgumentParser(prog="python -m probes.device", description="Print what gpuprobe sees.")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    devices, _note = resolve_devices(args.device)
-    nvml = Nvml()
-    print(
-        json.dumps(
-            {"host": describe_host(nvml), "devices": describe_devices(devices, nvml)}, indent=2, default=str
-        )
-    )
-    return 0
+
+    def show() -> int:
+        devices, _note = resolve_devices(args.device)
+        nvml = Nvml()
+        facts = {"host": describe_host(nvml), "devices": describe_devices(devices, nvml)}
+        print(json.dumps(facts, indent=2, default=str))
+        return 0
+
+    return guard(show)
 
 
 if __name__ == "__main__":

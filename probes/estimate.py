@@ -16,8 +16,9 @@ import json
 import sys
 from typing import Any
 
+from analysis.cli import ArgumentParser, guard, positive_int
 from probes import REGISTRY
-from probes.config import ConfigError, RunConfig, load_config
+from probes.config import RunConfig, load_config
 
 TRITON_AUTOTUNE_S = 1.0  # per Triton matmul shape and device: 7 configurations benchmarked
 TRITON_COMPILE_S = 10.0  # per Triton dtype, once per process: 7 configurations compiled
@@ -55,22 +56,22 @@ def estimate_seconds(cfg: RunConfig, n_gpus: int, sequential: bool = False) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = ArgumentParser(
         prog="python -m probes.config",
         description="Print the resolved bench.toml profile, then how long it takes on a GPU node.",
     )
     ap.add_argument("--config", default=None)
     ap.add_argument("--profile", default=None)
-    ap.add_argument("--gpus", type=int, default=8, help="GPUs of the node to estimate for (default 8)")
+    ap.add_argument(
+        "--gpus", type=positive_int, default=8, help="GPUs of the node to estimate for (default 8)"
+    )
     ap.add_argument("--sequential", action="store_true", help="estimate per-GPU probes one GPU after another")
     args = ap.parse_args(argv)
-    try:
-        if args.gpus < 1:
-            raise ConfigError(f"--gpus {args.gpus}: must be at least 1")
-        cfg = load_config(args.config, args.profile, "gpu")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return guard(lambda: _print(args))
+
+
+def _print(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.profile, "gpu")
     print(json.dumps(cfg.to_dict(), indent=2))
     est = estimate_seconds(cfg, args.gpus, args.sequential)
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in est.items())

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from analysis.cli import ArgumentParser, guard, nonneg_float
+from analysis.rundoc import error_line
 from probes.config import ConfigError, RunConfig, load_config
 from probes.timing import time_fn
 
@@ -108,10 +110,7 @@ def _load_factory(spec: str) -> Callable[..., Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.rundoc import RunDocumentError, load
-    from probes.device import resolve_devices
-
-    ap = argparse.ArgumentParser(
+    ap = ArgumentParser(
         prog="python -m probes.profile", description="Time a kernel and place it on this node's roofline."
     )
     ap.add_argument("target", help="MODULE:FUNCTION, a factory taking the torch.device")
@@ -122,30 +121,42 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run document with the node's roofline (default: measure one now)",
     )
-    ap.add_argument("--flops", type=float, default=None)
-    ap.add_argument("--bytes", type=float, default=None, dest="nbytes")
+    ap.add_argument("--flops", type=nonneg_float, default=None)
+    ap.add_argument("--bytes", type=nonneg_float, default=None, dest="nbytes")
     ap.add_argument(
         "--dtype", default=None, help="compute ceiling for FLOPs: fp32, tf32, fp16, bf16, fp8, int8"
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    return guard(lambda: _profile(args))
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from analysis.rundoc import load
+    from probes.device import resolve_devices
+
+    devices, note = resolve_devices(args.device)
+    device = devices[0]
+    factory = _load_factory(args.target)
     try:
-        devices, note = resolve_devices(args.device)
-        device = devices[0]
-        made = _load_factory(args.target)(device)
-        # duck-typed: under `python -m`, this module's Workload is __main__.Workload, not the factory's class
-        work = made if hasattr(made, "fn") else Workload(made)
-        work.flops = args.flops if args.flops is not None else work.flops
-        work.nbytes = args.nbytes if args.nbytes is not None else work.nbytes
-        work.dtype = args.dtype or work.dtype
-        work.name = work.name or args.target
-        doc = load(args.run) if args.run else None
-        if doc is None:
-            print(f"{note}; measuring this node's roofline first (quick bandwidth + matmul)", file=sys.stderr)
+        made = factory(device)
+    except Exception as exc:  # the user's factory: its failure is theirs to fix, in one line
+        raise ConfigError(f"{args.target}({device}) failed: {error_line(exc)}") from None
+    # duck-typed: under `python -m`, this module's Workload is __main__.Workload, not the factory's class
+    work = made if hasattr(made, "fn") else Workload(made)
+    if not callable(work.fn):
+        raise ConfigError(f"{args.target}: returned {type(made).__name__}, not a Workload or a callable")
+    work.flops = args.flops if args.flops is not None else work.flops
+    work.nbytes = args.nbytes if args.nbytes is not None else work.nbytes
+    work.dtype = args.dtype or work.dtype
+    work.name = work.name or args.target
+    doc = load(args.run) if args.run else None
+    if doc is None:
+        print(f"{note}; measuring this node's roofline first (quick bandwidth + matmul)", file=sys.stderr)
+    try:
         report = profile(work, device, doc)
-    except (ConfigError, RunDocumentError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # no FLOPs or bytes to place, a roofline the run lacks, ...
+        raise ConfigError(str(exc)) from None
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k != "timing"}, indent=1, default=str))
         return 0

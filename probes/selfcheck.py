@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
+from analysis.cli import ArgumentParser, guard, positive_float, positive_int
 from probes.config import ConfigError, load_config
 from probes.context import Context
-from probes.device import device_context, resolve_devices
+from probes.device import device_context, free_memory_bytes, resolve_devices
 from probes.nvml import Nvml
 from probes.timing import synchronize
 
@@ -50,10 +51,10 @@ def check_matmul(ctx: Context, device: torch.device, size: int, seconds: float) 
     """(probe FLOP/s, loop FLOP/s) for an fp32 square matmul."""
     import probes.matmul as mm
 
-    run = mm._DeviceRun(ctx, device)
+    run = mm.DeviceRun(ctx, device)
     m = run.measure(mm.Case("square", "fp32", "torch", size, size, size))
     if m.status != "ok":
-        raise RuntimeError(f"probe case failed: {m.error}")
+        raise SelfcheckError(f"the probe's case failed: {m.error}")
     a = torch.rand(size, size, device=device)
     b = torch.rand(size, size, device=device)
     c = torch.empty(size, size, device=device)
@@ -69,23 +70,31 @@ def check_bandwidth(ctx: Context, device: torch.device, size: int, seconds: floa
     buf = torch.empty(size // 4, dtype=torch.float32, device=device)
     m = bw.measure_pattern(ctx, device, buf, "copy", "torch", {}, "selfcheck", False)
     if m.status != "ok":
-        raise RuntimeError(f"probe case failed: {m.error}")
+        raise SelfcheckError(f"the probe's case failed: {m.error}")
     n = buf.numel() // 2
     src, dst = buf[:n], buf[n:]
     t = bare_loop(lambda: dst.copy_(src), device, seconds)
     return m.value, 2 * n * 4 / t
 
 
-def _collectives_rank(rank: int, port: int, cfg: Any, size: int, rounds: int, seconds: float, q: Any) -> None:
+def _collectives_rank(
+    rank: int, port: int, cfg: Any, size: int, rounds: int, seconds: float, q: Any, parent: int
+) -> None:
     """One rank of the collectives selfcheck: the probe's case and a bare all_reduce loop, alternating."""
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     from probes import ranks
+    from probes.interrupt import die_with_parent
     from probes.nvml import NoNvml
 
+    die_with_parent(parent)
     launch = ranks.Launch(world_size=2, backend="gloo", device_kind="cpu", port=port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    timeout = timedelta(seconds=cfg.collectives.collective_timeout_s)
+    store = ranks.loopback_store(rank, 2, port, timeout)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=timeout)
 
     def agree(flags: list[int]) -> list[int]:
         t = torch.tensor(flags, dtype=torch.int64)
@@ -119,23 +128,37 @@ def check_collectives(
 ) -> list[tuple[float, float]]:
     """[(probe busbw, bare-loop busbw)] per round for a 2-rank gloo all-reduce of `size` bytes."""
     import multiprocessing as mp
+    import os
+    import queue
 
     from probes.launch import free_port
 
     mpc = mp.get_context("spawn")
     q = mpc.Queue()
     port = free_port()
-    procs = [
-        mpc.Process(target=_collectives_rank, args=(r, port, ctx.cfg, size, rounds, seconds, q))
-        for r in range(2)
-    ]
+    args = (port, ctx.cfg, size, rounds, seconds, q, os.getpid())
+    procs = [mpc.Process(target=_collectives_rank, args=(r, *args), daemon=True) for r in range(2)]
     for p in procs:
         p.start()
-    out = [q.get(timeout=600) for _ in range(rounds)]
-    for p in procs:
-        p.join(timeout=30)
+    out: list[tuple[float, float]] = []
+    try:
+        while len(out) < rounds:
+            try:
+                out.append(q.get(timeout=1.0))
+            except queue.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise SelfcheckError(f"a rank exited with code {dead[0]}") from None
+    finally:
+        for p in procs:
+            p.join(timeout=5 if len(out) == rounds else 0)
+            if p.is_alive():
+                p.kill()
     return out
 
+
+MIN_BYTES = 4096  # bandwidth and collectives: two arrays of at least 512 floats
+MAX_SECONDS = 600.0
 
 CHECKS = {
     "matmul": (check_matmul, 1024, "TFLOPS", 1e12),
@@ -144,27 +167,36 @@ CHECKS = {
 }
 
 
+class SelfcheckError(RuntimeError):
+    """The probe's own case failed: the comparison cannot be made."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m probes.selfcheck", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m probes.selfcheck", description=__doc__.splitlines()[0])
     ap.add_argument("check", choices=sorted(CHECKS))
     ap.add_argument("--device", default="auto")
     ap.add_argument(
-        "--size", type=int, default=None, help="matmul: M = N = K; bandwidth: working set in bytes"
+        "--size", type=positive_int, default=None, help="matmul: M = N = K; bandwidth: working set in bytes"
     )
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=1.0, help="length of each bare loop")
+    ap.add_argument("--rounds", type=positive_int, default=5)
+    ap.add_argument("--seconds", type=positive_float, default=1.0, help="length of each bare loop")
     ap.add_argument("--config", default=None)
     args = ap.parse_args(argv)
+    return guard(lambda: _main(args), extra=(SelfcheckError,))
+
+
+def _main(args: argparse.Namespace) -> int:
     fn, default_size, unit, scale = CHECKS[args.check]
-    try:
-        devices, note = resolve_devices(args.device)
-        if args.rounds < 1 or (args.size is not None and args.size <= 0):
-            raise ConfigError("--rounds and --size must be positive")
-        cfg = load_config(args.config, None, "cpu" if devices[0].type == "cpu" else "gpu")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    devices, note = resolve_devices(args.device)
+    cfg = load_config(args.config, None, "cpu" if devices[0].type == "cpu" else "gpu")
     device, size = devices[0], args.size or default_size
+    need = 3 * size * size * 4 if args.check == "matmul" else size
+    if args.check != "matmul" and size < MIN_BYTES:
+        raise ConfigError(f"--size {size}: at least {MIN_BYTES} bytes for {args.check}")
+    if args.seconds > MAX_SECONDS:
+        raise ConfigError(f"--seconds {args.seconds:g}: at most {MAX_SECONDS} (one bare loop)")
+    if need > free_memory_bytes(device) // 2:
+        raise ConfigError(f"--size {size}: needs {need / 1e9:.3g} GB, over half the free memory of {device}")
     ctx = Context(cfg=cfg, devices=[device], nvml=Nvml())
     print(f"{note}; {args.check} at size {size}, {args.rounds} alternating rounds")
     probe, loop = [], []

@@ -60,7 +60,7 @@ def torchrun_main(argv: list[str]) -> int:
             )
         out_dir = check_out_dir(args.out)  # before measuring: a bad --out must not cost the run
     except ConfigError as exc:
-        if rank == 0:
+        if rank == 0 or "environment" in str(exc):  # every rank sees a bad environment of its own
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     launch = Launch(world_size=world, backend=backend, device_kind=kind, port=port)

@@ -181,7 +181,10 @@ def test_cli_tables_and_json(capsys, tmp_path):
         (["--gpu", "l40s", "--model", "qwen2.5-0.5b", "--tp", "4"], "does not divide 14 attention heads"),
         (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "0,8"], "batch sizes must be at least 1"),
         (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "one"], "'one' is not an integer"),
-        (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "1,,8"], "comma-separated positive integers"),
+        (
+            ["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "1,,8"],
+            "comma-separated positive integers",
+        ),
         (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", ""], "comma-separated positive integers"),
         (["--gpu", "l40s", "--model", "llama-3.1-8b", "--tp", "0"], "--tp: '0': must be at least 1"),
         (["--gpu", "l40s", "--model", "llama-3.1-8b", "--price-per-gpu-hour", "nan"], "must be a finite"),

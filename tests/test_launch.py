@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from helpers import cli
 
 from probes import launch, ranks
 from probes.all import main as all_main
@@ -69,14 +70,16 @@ def test_a_hung_or_dead_rank_is_torn_down_and_recorded(tiny, kind, expected):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--world-size", "0"], "--world-size 0: must be at least 1"),
+        (["--world-size", "0"], "--world-size: '0': must be at least 1"),
+        (["--world-size", "two"], "--world-size: 'two' is not an integer"),
         (["--backend", "nccl"], "--backend nccl: NCCL runs on GPUs"),
         (["--backend", "mpi"], "--backend mpi: expected auto, gloo or nccl"),
-        (["--port", "70000"], "--port 70000: expected 1..65535"),
+        (["--port", "70000"], "--port: '70000': a port is 1..65535"),
+        (["--port", "-1"], "--port: '-1': must be 0 or more"),
     ],
 )
 def test_bad_launch_flags_exit_2(tmp_path, capsys, args, expected):
-    rc = all_main(["--only", "collectives", "--device", "cpu", "--out", str(tmp_path), *args])
+    rc = cli(all_main, ["--only", "collectives", "--device", "cpu", "--out", str(tmp_path), *args])
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1
