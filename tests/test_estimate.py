@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import REPO
+from helpers import REPO, cli
 
 from probes.config import load_config
 from probes.estimate import WORKER_STARTUP_S, estimate_seconds, main
@@ -37,8 +37,8 @@ def test_the_command_prints_the_profile_then_the_estimate(capsys):
     assert (
         '"profile": "quick"' in out and "on 8 GPUs, per-GPU probes on all at once" in err and "total" in err
     )
-    assert main(["--gpus", "0"]) == 2
-    assert "--gpus 0: must be at least 1" in capsys.readouterr().err
+    assert cli(main, ["--gpus", "0"]) == 2
+    assert "--gpus: '0': must be at least 1" in capsys.readouterr().err
     assert main(["--gpus", "8", "--sequential"]) == 0
     assert "on 8 GPUs, one after another" in capsys.readouterr().err
 
