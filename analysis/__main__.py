@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rich.markup import escape
+
 from analysis.cli import (
     ArgumentParser,
     check_output_dir,
@@ -196,7 +198,7 @@ def _audit(args: argparse.Namespace) -> int:
         except (specs.UnknownGPU, ModelConfigError, ValueError) as exc:
             msg = exc.args[0] if exc.args else str(exc)
             raise planning.PlanningError(f"{args.claims}: claim {i} ({c['name']}): {msg}") from None
-    t = Table(title=f"Claims audit: {args.claims}")
+    t = Table(title=escape(f"Claims audit: {args.claims}"))
     for col in ("claim", "counts", "claimed tok/s", "physical bound", "our projection", "verdict", "why"):
         t.add_column(
             col, justify="right" if "tok" in col or col in ("physical bound", "our projection") else "left"
@@ -205,13 +207,13 @@ def _audit(args: argparse.Namespace) -> int:
     for r in rows:
         c = colors[r["verdict"]]
         t.add_row(
-            r["name"],
+            escape(r["name"]),
             r["counts"],
             f"{r['claimed']:.0f}",
             f"{r['bound']:.0f}",
             f"{r['projected']:.0f}",
             f"[{c}]{r['verdict']}[/{c}]",
-            r["why"],
+            escape(r["why"]),
         )
     _console().print(t)
     return 0
@@ -229,7 +231,7 @@ def _crossover(args: argparse.Namespace) -> int:
         rows = [planning.curve(s, args.model, batches, args.input_len, args.output_len) for s in sides]
     except Exception as exc:  # a TP that does not divide the heads, and the like
         raise planning.PlanningError(exc.args[0] if exc.args else str(exc)) from None
-    t = Table(title=f"{args.model}: A = {sides[0].label}, B = {sides[1].label}")
+    t = Table(title=escape(f"{args.model}: A = {sides[0].label}, B = {sides[1].label}"))
     for col in ("batch", "A tok/s", "A $/M", "B tok/s", "B $/M", "A/B"):
         t.add_column(col, justify="right")
     for ra, rb in zip(*rows, strict=True):
@@ -279,9 +281,9 @@ def _fleet(args: argparse.Namespace) -> int:
     t.add_column("flags")
     for r in rows:
         t.add_row(
-            f"{r['host']} {r['device']} ({r['file']})",
+            escape(f"{r['host']} {r['device']} ({r['file']})"),
             *(" ".join(display(r["values"].get(f), units[f])) for f in figures),
-            "; ".join(r["flags"]) or "ok",
+            escape("; ".join(r["flags"]) or "ok"),
         )
     t.add_row("fleet median", *(" ".join(display(medians[f], units[f])) for f in figures), "")
     _console().print(t)
@@ -299,7 +301,9 @@ def _compare(args: argparse.Namespace) -> int:
     changes = compare(old, new, args.threshold / 100)
     console = Console() if sys.stdout.isatty() else Console(width=140)
     t = Table(
-        title=f"{args.old.name} -> {args.new.name} (regression: a drop of more than {args.threshold:g} %)"
+        title=escape(
+            f"{args.old.name} -> {args.new.name} (regression: a drop of more than {args.threshold:g} %)"
+        )
     )
     for col in ("figure", "device", "old", "new", "change", "flag"):
         t.add_column(col, justify="right" if col in ("old", "new", "change") else "left")
@@ -307,7 +311,14 @@ def _compare(args: argparse.Namespace) -> int:
         old_s = " ".join(display(c.old, c.unit)) if c.old is not None else "(missing)"
         new_s = " ".join(display(c.new, c.unit)) if c.new is not None else "(missing)"
         change = f"{100 * c.change:+.1f}%" if c.change is not None else "-"
-        t.add_row(c.figure, c.device, old_s, new_s, change, "[red]REGRESSION[/red]" if c.regressed else "")
+        t.add_row(
+            escape(c.figure),
+            escape(c.device),
+            old_s,
+            new_s,
+            change,
+            "[red]REGRESSION[/red]" if c.regressed else "",
+        )
     console.print(t)
     bad = [c for c in changes if c.regressed]
     console.print(f"{len(bad)} regression(s) beyond {args.threshold:g} %" if bad else "no regression")

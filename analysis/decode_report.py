@@ -165,7 +165,7 @@ def print_decode(doc: dict[str, Any], console: Console) -> None:
     console.print(t)
     notes = {r["note"] for r in rows if r["note"]}
     for n in notes:
-        console.print(f"  decode: {n}")
+        console.print(f"  decode: {n}", markup=False)
 
 
 def print_backtest(results: list[dict[str, Any]], console: Console) -> None:

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from analysis.units import display, fmt_bytes
@@ -112,13 +113,12 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     devices = ", ".join(
         f"{d.get('name', '?')} ({d.get('torch_device', '?')})" for d in doc.get("devices", [])
     )
-    console.print(
-        f"[bold]gpuprobe[/bold] {doc['tool'].get('version', '?')}  profile {doc['config'].get('profile', '?')}  on {devices}"
-    )
+    head = f" {doc['tool'].get('version', '?')}  profile {doc['config'].get('profile', '?')}  on {devices}"
+    console.print("[bold]gpuprobe[/bold]" + escape(head))
     if any(d.get("kind") == "cpu" for d in doc.get("devices", [])):
         console.print("[yellow]These are CPU figures (torch CPU kernels), not GPU figures.[/yellow]")
     for note in doc.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     table = Table(title="Headline figures (median over the cases that make each figure)")
     for col, justify in (
         ("figure", "left"),
@@ -131,7 +131,9 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     ):
         table.add_column(col, justify=justify)
     for r in headline_rows(doc):
-        table.add_row(r["figure"], r["device"], r["value"], r["unit"], r["range"], r["cv"], r["cases"])
+        table.add_row(
+            *(escape(str(r[k])) for k in ("figure", "device", "value", "unit", "range", "cv", "cases"))
+        )
     console.print(table)
     counts = status_counts(doc)
     console.print(
@@ -143,12 +145,16 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
 
     print_decode(doc, console)
     for (probe, _kind), (n, reason, same) in sorted(skip_reasons(doc).items()):
-        console.print(f"  skipped {n} {probe} case(s): {reason}{'' if same else ' (first of them)'}")
+        console.print(
+            f"  skipped {n} {probe} case(s): {reason}{'' if same else ' (first of them)'}", markup=False
+        )
     for m in doc.get("measurements", []):
         if m["status"] == "error":
-            console.print(f"  [red]error[/red] {m['probe']} {m['case']} on {m['device']}: {m.get('error')}")
+            console.print(
+                "  [red]error[/red] " + escape(f"{m['probe']} {m['case']} on {m['device']}: {m.get('error')}")
+            )
     for e in doc.get("errors", []):
-        console.print(f"  [red]error[/red] {e}")
+        console.print("  [red]error[/red] " + escape(str(e)))
 
 
 def _print_matmul(doc: dict[str, Any], console: Console) -> None:
@@ -159,7 +165,7 @@ def _print_matmul(doc: dict[str, Any], console: Console) -> None:
     for col in ("device", "dtype", "variant", "peak", "at M x N x K", "note"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["device"], r["dtype"], r["variant"], r["peak"], r["at"], r["note"])
+        t.add_row(*(escape(str(r[k])) for k in ("device", "dtype", "variant", "peak", "at", "note")))
     console.print(t)
     ms, drows = matmul_decode_rows(doc)
     if drows:
@@ -204,7 +210,7 @@ def _print_collectives(doc: dict[str, Any], console: Console) -> None:
         for col in ("op", "dtype", "size", "time", "algbw", "busbw", "link / note"):
             t.add_column(col, justify="right" if col in ("size", "time", "algbw", "busbw") else "left")
         for r in rows:
-            t.add_row(r["op"], r["dtype"], r["size"], r["time"], r["algbw"], r["busbw"], r["note"])
+            t.add_row(*(escape(str(r[k])) for k in ("op", "dtype", "size", "time", "algbw", "busbw", "note")))
         console.print(t)
     for c in curves(doc):
         floor = c.latency_floor_s()
@@ -222,7 +228,9 @@ def _print_collectives(doc: dict[str, Any], console: Console) -> None:
         for m in p2p:
             p = m["params"]
             bw = " ".join(display(m["value"], m["unit"])) if m["status"] == "ok" else m["status"]
-            t.add_row(f"{p['src']} -> {p['dst']}", p["direction"], bw, p.get("link", ""))
+            t.add_row(
+                *map(escape, (f"{p['src']} -> {p['dst']}", str(p["direction"]), bw, str(p.get("link", ""))))
+            )
         console.print(t)
 
 
@@ -233,7 +241,7 @@ def print_verdicts(doc: dict[str, Any], console: Console) -> None:
     if not vs:
         return
     if all(v.verdict == "no verdict" for v in vs) and len({v.note for v in vs}) == 1:
-        console.print(f"verdicts: none ({vs[0].note})")
+        console.print(f"verdicts: none ({vs[0].note})", markup=False)
         return
     t = Table(title="Verdicts (pass >= 90 % of what good nodes of the SKU achieve, warn >= 75 %)")
     for col in ("figure", "device", "measured", "spec", "ratio", "good nodes", "verdict", "note"):
@@ -241,14 +249,16 @@ def print_verdicts(doc: dict[str, Any], console: Console) -> None:
     style = {"pass": "green", "warn": "yellow", "fail": "red"}
     for v in vs:
         t.add_row(
-            v.figure,
-            v.device,
+            escape(v.figure),
+            escape(v.device),
             " ".join(display(v.measured, v.unit)),
             " ".join(display(v.spec, v.unit)) if v.spec else "-",
             f"{100 * v.ratio:.0f}%" if v.ratio else "-",
             " ".join(display(v.good, v.unit)) if v.good else "-",
-            f"[{style[v.verdict]}]{v.verdict}[/{style[v.verdict]}]" if v.verdict in style else v.verdict,
-            v.note,
+            f"[{style[v.verdict]}]{v.verdict}[/{style[v.verdict]}]"
+            if v.verdict in style
+            else escape(v.verdict),
+            escape(v.note),
         )
     console.print(t)
 
@@ -271,15 +281,15 @@ def print_run_analysis(
             f"Roofline: {name}",
             specs.get(key) if key else None,
         )
-        console.print(f"roofline plot: {png}")
+        console.print(f"roofline plot: {png}", markup=False)
     try:
         hw = hardware.profile_from_run(doc, path.name)
     except formats.ProjectionError as exc:
-        console.print(f"no decode projection: {exc}")
+        console.print(f"no decode projection: {exc}", markup=False)
         return
     for model in models:
         try:
             q = formats.Query(load_model(model), dtype, None, 1, 1024, 256)
             decode_report.print_projection(hw, q, decode.project(hw, q, [1, 8, 32]), console)
         except (ModelConfigError, formats.ProjectionError) as exc:
-            console.print(f"no decode projection for {model}: {exc}")
+            console.print(f"no decode projection for {model}: {exc}", markup=False)

@@ -156,12 +156,12 @@ def print_outputs(doc: dict[str, Any], path: Path) -> None:
     print_report(doc, out)
     png = plot_bandwidth(doc, path.with_name(path.stem + "_bandwidth.png"))
     if png is not None:
-        out.print(f"bandwidth plot: {png}")
+        out.print(f"bandwidth plot: {png}", markup=False)
     mm = doc["config"].get("matmul", {})
     # project in the dtype the run measured decode GEMMs in, so the fitted small-M efficiency applies
     dtype = dtype_family(next(iter(mm.get("decode_dtypes") or ["bf16"])))
     print_run_analysis(doc, path, list(mm.get("decode_models", [])), dtype, out)
-    out.print(f"run document: {path}")
+    out.print(f"run document: {path}", markup=False)
 
 
 def run(

@@ -82,3 +82,20 @@ def test_compare_flags_a_regression_and_gates_with_exit_1(tmp_path, capsys):
     assert "no regression" in capsys.readouterr().out
     assert analysis_main(["compare", str(a), str(a)]) == 0
     assert analysis_main(["compare", str(a), str(tmp_path / "none.json")]) == 2
+
+
+def test_data_in_square_brackets_prints_literally(tmp_path, capsys):
+    """gloo and NCCL errors carry [...]; rich must print them as text, not read them as markup."""
+    doc = bandwidth_doc()
+    gloo = "[/root/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:41234 [/bold]"
+    doc["errors"].append(f"probe collectives failed: RuntimeError: {gloo}")
+    doc["notes"].append("a note with [red]markup[/red] and [/]")
+    doc["devices"][0]["name"] = "CPU [x86]"
+    bad = make_doc()["measurements"][0]
+    doc["measurements"].append(
+        {**bad, "status": "error", "value": None, "error": f"rank 1: {gloo}", "case": "c[0]"}
+    )
+    path = write_atomic(doc, tmp_path / "run.json")
+    assert analysis_main(["report", str(path)]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    assert gloo in out and "[red]markup[/red] and [/]" in out and "CPU [x86]" in out and "c[0]" in out
