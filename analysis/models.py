@@ -64,6 +64,8 @@ def load_model(name_or_path: str) -> ModelConfig:
     p = Path(name_or_path)
     if p.suffix != ".json" or not p.exists():
         p = MODELS_DIR / f"{name_or_path}.json"
+    if p.is_dir():
+        raise ModelConfigError(f"{p}: is a folder, not a config.json")
     if not p.is_file():
         raise ModelConfigError(
             f"unknown model {name_or_path!r} (bundled: {', '.join(bundled_models())}; or a config.json path)"

@@ -13,6 +13,7 @@ else "plausible". Fleet: a node is flagged when a headline figure sits outside m
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from dataclasses import dataclass
@@ -78,13 +79,16 @@ def load_claims(path: Path) -> list[dict[str, Any]]:
         unknown = set(row) - set(CLAIM_KEYS) - set(OPTIONAL_CLAIM_KEYS)
         if unknown:
             raise PlanningError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        claimed = row["claimed_tokens_per_s"]
+        if not math.isfinite(claimed) or claimed <= 0:
+            raise PlanningError(f"{where}: claimed_tokens_per_s must be a positive number, got {claimed!r}")
         if row["counts"] not in ("output", "total"):
             raise PlanningError(f"{where}: counts must be 'output' or 'total', got {row['counts']!r}")
         if row["dtype"] not in formats.FORMATS:
             raise PlanningError(f"{where}: dtype must be one of {', '.join(formats.FORMATS)}")
         try:
             formats.check_query(_query(row))
-        except formats.ProjectionError as exc:
+        except (formats.ProjectionError, ModelConfigError) as exc:
             raise PlanningError(f"{where}: {exc}") from None
     return rows
 
