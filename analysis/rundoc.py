@@ -235,10 +235,6 @@ def validate(doc: Any, name: str = "run document") -> dict[str, Any]:
     return doc
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"not a gpuprobe run document: {name} is not a JSON number (gpuprobe writes null)")
-
-
 def load(path: str | Path) -> dict[str, Any]:
     """Read and validate a run document."""
     p = Path(path)
@@ -246,12 +242,13 @@ def load(path: str | Path) -> dict[str, Any]:
         text = read_text(p, "run document")
     except BadInput as exc:
         raise RunDocumentError(str(exc)) from None
+    constants: list[str] = []  # NaN / Infinity: not JSON numbers, and never written by gpuprobe (null)
     try:
-        doc = json.loads(text, parse_constant=_no_constant)  # NaN / Infinity: never written by gpuprobe
-    except ValueError as exc:
-        if not isinstance(exc, json.JSONDecodeError):
-            raise RunDocumentError(f"{p}: {exc}") from None
+        doc = json.loads(text, parse_constant=lambda name: constants.append(name))
+    except json.JSONDecodeError as exc:
         raise RunDocumentError(
             f"{p}: not valid JSON (truncated or corrupt?): {exc.msg} at line {exc.lineno}"
         ) from None
+    if constants:
+        raise RunDocumentError(f"{p}: {constants[0]} is not a JSON number (gpuprobe writes null)")
     return validate(doc, str(p))
