@@ -5,7 +5,7 @@ Every command line of gpuprobe (`python -m analysis ...`, `python -m probes.*`) 
 with the checkers below (finite, positive, lists of positive integers, files that can be read, outputs that
 can be written), and runs inside `guard()`, which turns the input errors of the whole house (`BadInput` and
 its subclasses: a bad run document, config.json, bench.toml, claims file, ...), an unreadable or unwritable
-file and Ctrl-C into one line on stderr and exit 2 (130 for Ctrl-C), never a traceback.
+file and Ctrl-C into one line on stderr and exit 2 (128 + the signal for Ctrl-C: 130), never a traceback.
 
     python -m analysis project --gpu l40s --model llama-3.1-8b --batch 1,,8   # error: ... exit 2
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -165,9 +166,10 @@ def guard(fn: Callable[[], int], extra: tuple[type[BaseException], ...] = ()) ->
         return _fail(f"{where}{exc.strerror or exc}")
     except UnicodeDecodeError as exc:
         return _fail(f"input is not UTF-8 text ({exc.reason} at byte {exc.start})")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP under probes.interrupt.as_interrupts
+        signum = getattr(exc, "signum", 2)
+        print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
 
 
 def _fail(message: Any) -> int:

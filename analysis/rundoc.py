@@ -2,7 +2,7 @@
 
 Keys carry their unit (`bytes_per_s`, `flop_per_s`, `seconds`, `_s`, `_bytes`); figures are SI numbers and
 only displays convert to decimal GB/s or TFLOPS. The document is rewritten atomically (temporary file in
-the same folder, fsync, rename) after every probe, so a crash or Ctrl-C loses at most the probe in flight.
+the same folder, rename) after every finished case, so a crash, a signal or a SIGKILL loses no finished case.
 `load()` refuses what it cannot read, with a message that says why: the document is checked against the
 JSON Schema shipped beside it (`data/run.schema.json`, with `jsonschema`), once, at the door.
 
@@ -160,18 +160,36 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomic(doc: dict[str, Any], path: str | Path) -> Path:
-    """Write JSON so that readers see the old file or the new one, never half of one (mode per the umask)."""
+def measurement_text(m: dict[str, Any]) -> str:
+    """One measurement as it stands in a written document: writers that save after every case serialize each
+    measurement once and hand the texts to `write_atomic`."""
+    return json.dumps(_finite(m), indent=1, default=_json_default, allow_nan=False)
+
+
+def write_atomic(
+    doc: dict[str, Any], path: str | Path, texts: list[str] | None = None, durable: bool = True
+) -> Path:
+    """Write JSON so that readers see the old file or the new one, never half of one (mode per the umask).
+
+    `texts`: the document's measurements already serialized (`measurement_text`, in order), written in place
+    of doc["measurements"]. `durable=False` skips the fsync: the file still survives the process being
+    killed (the page cache is the kernel's), not a power cut; the runner syncs at every probe's end."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if texts is None:
+        text = json.dumps(_finite(doc), indent=1, default=_json_default, allow_nan=False)
+    else:
+        head = {k: v for k, v in doc.items() if k != "measurements"}
+        text = json.dumps(_finite(head), indent=1, default=_json_default, allow_nan=False)
+        text = text[: text.rindex("}")].rstrip() + ',\n "measurements": [\n' + ",\n".join(texts) + "\n ]\n}"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as fh:
-            json.dump(_finite(doc), fh, indent=1, default=_json_default, allow_nan=False)
-            fh.write("\n")
+            fh.write(text + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

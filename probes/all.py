@@ -116,11 +116,15 @@ def port_number(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with as_interrupts():  # Ctrl-C, SIGTERM, SIGHUP: what was measured is kept, exit 128 + signal
-        try:
-            return guard(lambda: _main(args))
-        except KeyboardInterrupt as exc:  # before the run document existed: nothing was measured
-            print(f"interrupted by {describe(exc)} before anything was measured", file=sys.stderr)
-            return exit_code(exc)
+        return guard(lambda: _started(args))
+
+
+def _started(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    except KeyboardInterrupt as exc:  # before the run document existed: nothing was measured
+        print(f"interrupted by {describe(exc)} before anything was measured", file=sys.stderr)
+        return exit_code(exc)
 
 
 def _main(args: argparse.Namespace) -> int:

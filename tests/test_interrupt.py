@@ -123,6 +123,23 @@ def test_a_signal_mid_probe_keeps_its_finished_cases(tmp_path, probe, sig):
     assert "run document:" in stdout  # the report of what was measured still prints
 
 
+@pytest.mark.slow
+def test_a_sigkill_mid_probe_loses_no_finished_case(tmp_path):
+    """SIGKILL cannot be caught: the document on disk must already hold every finished case."""
+    proc, out = start(tmp_path, "decode")
+    seen, deadline = -1, time.monotonic() + 120
+    while seen < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = saved_cases(out, "decode")
+    assert seen >= 2 and proc.poll() is None
+    proc.kill()
+    proc.communicate()
+    (path,) = out.glob("*.json")
+    doc = load(path)  # a whole, valid document: the probe "running", its finished cases in it
+    assert doc["status"] == "running" and doc["probes"]["decode"]["status"] == "running"
+    assert sum(m["probe"] == "decode" and m["status"] == "ok" for m in doc["measurements"]) >= seen
+
+
 def test_a_signal_before_anything_was_measured_is_one_line(tmp_path):
     proc, _ = start(tmp_path, "bandwidth")
     deadline = time.monotonic() + 60
