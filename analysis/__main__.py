@@ -19,6 +19,7 @@ from analysis.cli import (
     guard,
     int_list,
     nonneg_float,
+    percent,
     positive_int,
 )
 from analysis.rundoc import load
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp_.add_argument("new", type=Path)
     cmp_.add_argument(
         "--threshold",
-        type=nonneg_float,
+        type=percent,
         default=10.0,
         help="percent drop that counts as a regression (default 10)",
     )

@@ -118,6 +118,8 @@ def load_rows(path: Path = PUBLISHED) -> list[Row]:
                 launch=_launch(graphs, r.get("framework", "")),
             )
         )
+    if not rows:
+        raise BacktestError(f"{path}: no rows (a header and at least one published measurement)")
     return rows
 
 

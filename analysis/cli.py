@@ -63,6 +63,14 @@ def nonneg_float(text: str) -> float:
     return v
 
 
+def percent(text: str) -> float:
+    """A percentage in [0, 100]: above 100 a drop could never count."""
+    v = nonneg_float(text)
+    if v > 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: a percentage is 0..100")
+    return v
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -93,6 +101,13 @@ def int_list(text: str) -> list[int]:
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be at least 1")
     return values
+
+
+def word(text: str) -> str:
+    """A value that must not be empty (an empty --device or --out is a mistake, not a request for the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def input_file(text: str) -> Path:

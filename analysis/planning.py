@@ -273,7 +273,8 @@ def fleet(
             "host": doc["host"].get("hostname", "?"),
             "device": uuid or dev.get("uuid") or dev.get("name", "?"),
             "values": {},
-            "flags": [],
+            # a run that did not complete measured only part of what the others did: say so beside it
+            "flags": [] if doc.get("status") == "completed" else [f"run {doc.get('status')}"],
         }
         for s in doc.get("summary", []):
             key = f"{s['name']} [{s['device']}]"

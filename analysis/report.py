@@ -115,6 +115,16 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     )
     head = f" {doc['tool'].get('version', '?')}  profile {doc['config'].get('profile', '?')}  on {devices}"
     console.print("[bold]gpuprobe[/bold]" + escape(head))
+    if doc.get("status") != "completed":
+        stopped = [
+            f"{n} ({p.get('status')})"
+            for n, p in doc.get("probes", {}).items()
+            if p.get("status") != "completed"
+        ]
+        console.print(
+            f"[yellow]This run is {doc.get('status')}[/yellow]"
+            + escape(f": {', '.join(stopped) or 'no probe finished'}")
+        )
     if any(d.get("kind") == "cpu" for d in doc.get("devices", [])):
         console.print("[yellow]These are CPU figures (torch CPU kernels), not GPU figures.[/yellow]")
     for note in doc.get("notes", []):
@@ -239,6 +249,7 @@ def print_verdicts(doc: dict[str, Any], console: Console) -> None:
 
     vs = validate(doc)
     if not vs:
+        console.print("verdicts: none (no headline figure in this run)")
         return
     if all(v.verdict == "no verdict" for v in vs) and len({v.note for v in vs}) == 1:
         console.print(f"verdicts: none ({vs[0].note})", markup=False)

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.cli import ArgumentParser, BadInput, check_output_dir, guard, nonneg_int, positive_int
+from analysis.cli import ArgumentParser, BadInput, check_output_dir, guard, nonneg_int, positive_int, word
 from probes import REGISTRY
 from probes.config import ConfigError, RunConfig, load_config
 from probes.interrupt import as_interrupts, describe, exit_code
@@ -31,13 +31,19 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
         description="Measure what this node delivers: memory bandwidth, host link, ... (see bench.toml).",
     )
     ap.add_argument(
-        "--profile", default=None, help="profile in bench.toml (default: its default_profile, 'quick')"
+        "--profile",
+        default=None,
+        type=word,
+        help="profile in bench.toml (default: its default_profile, 'quick')",
     )
     ap.add_argument(
-        "--device", default="auto", help="auto (GPUs if any, else CPU), cpu, cuda (all GPUs) or cuda:N"
+        "--device",
+        default="auto",
+        type=word,
+        help="auto (GPUs if any, else CPU), cpu, cuda (all GPUs) or cuda:N",
     )
     ap.add_argument(
-        "--out", default="results", help="folder for the run document and plots (default: results)"
+        "--out", default="results", type=word, help="folder for the run document and plots (default: results)"
     )
     ap.add_argument(
         "--only",
@@ -55,7 +61,10 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
         help="skip these probes; repeatable or comma-separated",
     )
     ap.add_argument(
-        "--config", default=None, help="bench.toml to use (default: ./bench.toml, else the shipped one)"
+        "--config",
+        default=None,
+        type=word,
+        help="bench.toml to use (default: ./bench.toml, else the shipped one)",
     )
     ap.add_argument(
         "--world-size",
@@ -64,7 +73,10 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
         help="collectives: processes (default: one per GPU, or [collectives] cpu_world_size on a CPU)",
     )
     ap.add_argument(
-        "--backend", default="auto", help="collectives: auto (NCCL on GPUs, gloo on CPUs), gloo or nccl"
+        "--backend",
+        default="auto",
+        type=word,
+        help="collectives: auto (NCCL on GPUs, gloo on CPUs), gloo or nccl",
     )
     ap.add_argument(
         "--port",
@@ -85,6 +97,8 @@ def select_probes(cfg: RunConfig, only: list[str], skip: list[str]) -> list[str]
 
     def names(values: list[str], flag: str) -> list[str]:
         out = [n.strip() for v in values for n in v.split(",") if n.strip()]
+        if values and not out:
+            raise ConfigError(f"{flag} {values[0]!r}: no probe named (known: {', '.join(REGISTRY)})")
         for n in out:
             if n not in REGISTRY:
                 raise ConfigError(f"{flag} {n}: unknown probe (known: {', '.join(REGISTRY)})")
@@ -117,6 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with as_interrupts():  # Ctrl-C, SIGTERM, SIGHUP: what was measured is kept, exit 128 + signal
         return guard(lambda: _started(args))
+
+
+def probe_main(name: str, argv: list[str] | None = None) -> int:
+    """`python -m probes.NAME`: the whole run lifecycle for probe NAME alone (the flags of probes.all)."""
+    argv = sys.argv[1:] if argv is None else argv
+    for flag in ("--only", "--skip"):
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            print(
+                f"python -m probes.{name}: error: {flag} does not apply (this runs {name} only; "
+                f"use python -m probes.all {flag} ...)",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+    return main(["--only", name, *argv])
 
 
 def _started(args: argparse.Namespace) -> int:

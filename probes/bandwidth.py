@@ -268,6 +268,6 @@ def _skip_all(
 
 
 if __name__ == "__main__":  # python -m probes.NAME: the whole run, this probe only
-    from probes.all import main
+    from probes.all import probe_main
 
-    sys.exit(main(["--only", NAME, *sys.argv[1:]]))
+    sys.exit(probe_main(NAME))

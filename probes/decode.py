@@ -67,7 +67,9 @@ def bytes_needed(cfg: ModelConfig, fmt: str, n_layers: int, batch: int, context:
     kv = 2 * batch * cfg.kv_heads * (context + 1) * cfg.head_dim * act
     # the largest weight's int8 codes and int32 copy exist while it is packed
     packing = 5 * 2 * cfg.intermediate * cfg.hidden if fmt in quant.WEIGHT_ONLY else 0
-    return n_layers * (layer * per_weight + kv) + head * act + packing
+    # a step's live activations: logits, the MLP's gate/up, attention scores, a few hidden-sized tensors
+    live = batch * (cfg.vocab + 2 * cfg.intermediate + cfg.heads * (context + 1) + 8 * cfg.hidden) * 4
+    return n_layers * (layer * per_weight + kv) + head * act + packing + live
 
 
 def run(ctx: Context) -> list[Measurement]:
@@ -296,6 +298,6 @@ def _finite_check(model: Decoder, tokens: torch.Tensor, pos: int):
 
 
 if __name__ == "__main__":  # python -m probes.NAME: the whole run, this probe only
-    from probes.all import main
+    from probes.all import probe_main
 
-    sys.exit(main(["--only", NAME, *sys.argv[1:]]))
+    sys.exit(probe_main(NAME))

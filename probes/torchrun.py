@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from analysis.rundoc import Measurement, error_line
-from probes.all import check_out_dir, parse_args
-from probes.all import main as all_main
+from probes.all import check_out_dir, parse_args, probe_main
 from probes.config import ConfigError, load_config
 from probes.device import resolve_devices
 from probes.interrupt import as_interrupts, describe, exit_code
@@ -48,6 +47,21 @@ def torchrun_main(argv: list[str]) -> int:
     try:
         rank, world, local = (_env_int(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
         port = _env_int("MASTER_PORT")
+        given = [
+            f
+            for f, v in (
+                ("--only", args.only),
+                ("--skip", args.skip),
+                ("--world-size", args.world_size),
+                ("--port", args.port),
+                ("--sequential", args.sequential),
+            )
+            if v
+        ]
+        if given:
+            raise ConfigError(
+                f"{given[0]}: does not apply under torchrun (it runs collectives on the ranks it starts)"
+            )
         devices, note = resolve_devices(args.device)
         kind = "cpu" if devices[0].type == "cpu" else "gpu"
         cfg = load_config(args.config, args.profile, kind)
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if under_torchrun():
         return torchrun_main(argv)
-    return all_main(["--only", NAME, *argv])
+    return probe_main(NAME, argv)
 
 
 if __name__ == "__main__":
