@@ -61,7 +61,7 @@ def test_local_config_json_path(tmp_path):
     p.write_text(json.dumps(cfg))
     assert load_model(str(p)).kv_heads == 4
     p.write_text(json.dumps({"hidden_size": 8}))
-    with pytest.raises(ModelConfigError, match="missing or non-integer"):
+    with pytest.raises(ModelConfigError, match="missing intermediate_size"):
         load_model(str(p))
 
 
