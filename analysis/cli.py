@@ -143,10 +143,10 @@ def read_text(path: str | Path, what: str = "file") -> str:
 def check_output_file(path: Path, suffixes: tuple[str, ...] = ()) -> Path:
     """A file that can be written: its folder is made if missing; a folder in its place, a file where its
     folder should be, a read-only folder or an unsupported suffix is a BadInput."""
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise BadInput(f"{path}: the file name should end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise BadInput(f"{path}: is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise BadInput(f"{path}: the file name should end in {', '.join(suffixes)}")
     check_output_dir(path.parent, what=f"{path}: its folder")
     if path.exists() and not os.access(path, os.W_OK):
         raise BadInput(f"{path}: not writable")

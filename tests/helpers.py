@@ -46,7 +46,7 @@ def make_doc() -> dict:
                 "bandwidth",
                 f"copy/{v}",
                 "cpu",
-                {"n": 1},
+                {"pattern": "copy", "variant": "torch", "working_set_bytes": int(v) << 20},
                 value=v,
                 unit="bytes_per_s",
                 timing=timing,
@@ -105,6 +105,7 @@ def h100_doc(name: str = "NVIDIA H100 80GB HBM3") -> dict:
             "params": {
                 "kind": "square",
                 "dtype": "bf16",
+                "variant": "torch",
                 "m": 8192,
                 "n": 8192,
                 "k": 8192,
@@ -129,6 +130,7 @@ def h100_doc(name: str = "NVIDIA H100 80GB HBM3") -> dict:
             "params": {
                 "kind": "decode",
                 "dtype": "bf16",
+                "variant": "torch",
                 "m": 1,
                 "n": n,
                 "k": k,
@@ -148,7 +150,16 @@ def h100_doc(name: str = "NVIDIA H100 80GB HBM3") -> dict:
             "status": "ok",
             "value": 360e9,
             "unit": "bytes_per_s",
-            "params": {"op": "all_reduce", "dtype": "bf16", "world_size": 8, "link": "NVLink 4"},
+            "params": {
+                "op": "all_reduce",
+                "dtype": "bf16",
+                "world_size": 8,
+                "link": "NVLink 4",
+                "size_bytes": 1 << 30,
+                "time_s": (1 << 30) / 360e9 * 2 * 7 / 8,
+                "algbw_bytes_per_s": 360e9 * 8 / 14,
+                "busbw_bytes_per_s": 360e9,
+            },
             "headline": "all_reduce_busbw_bf16",
         }
     )

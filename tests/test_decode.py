@@ -99,7 +99,16 @@ def run_doc(tmp_path):
             "status": "ok",
             "value": 1.0,
             "unit": "flop_per_s",
-            "params": {"kind": "decode", "n": 6144, "k": 4096, "m": m, "dtype": "bf16"},
+            "params": {
+                "kind": "decode",
+                "n": 6144,
+                "k": 4096,
+                "m": m,
+                "dtype": "bf16",
+                "variant": "torch",
+                "flops": 2 * m * 6144 * 4096,
+                "bytes_moved": 2 * (m * 4096 + 6144 * 4096 + m * 6144),
+            },
             "timing": {"stats": {"median_s": t}},
             "headline": None,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from helpers import h100_doc
@@ -16,6 +17,18 @@ from analysis.rundoc import write_atomic
 llm_analysis = pytest.importorskip("llm_analysis.analysis", reason="llm-analysis is in the test extra")
 
 
+def test_without_a_measured_all_reduce_the_spec_link_stands_in(tmp_path, capsys):
+    doc = h100_doc()
+    doc["measurements"] = [m for m in doc["measurements"] if m["probe"] != "collectives"]
+    doc["summary"] = [s for s in doc["summary"] if s["probe"] != "collectives"]
+    run = write_atomic(doc, tmp_path / "run.json")
+    assert analysis_main(["export", str(run), "--format", "llm-analysis", "-o", str(tmp_path / "out")]) == 0
+    path = capsys.readouterr().out.strip()
+    assert (
+        json.loads(Path(path).read_text())["intra_node_bandwidth_in_GB_per_sec"] == 450
+    )  # spec NVLink, one way
+
+
 def test_export_llm_analysis_config_runs_in_llm_analysis(tmp_path, capsys):
     from llm_analysis import config as la_config
 
@@ -25,7 +38,8 @@ def test_export_llm_analysis_config_runs_in_llm_analysis(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(path)
     cfg = json.loads(path.read_text())
     assert cfg["hbm_bandwidth_in_GB_per_sec"] == 3000 and cfg["peak_fp16_TFLOPS"] == 650
-    assert cfg["mem_per_GPU_in_GB"] == 80 and cfg["intra_node_bandwidth_in_GB_per_sec"] == 450  # spec NVLink
+    assert cfg["mem_per_GPU_in_GB"] == 80
+    assert cfg["intra_node_bandwidth_in_GB_per_sec"] == pytest.approx(360)  # the measured all-reduce busbw
     la_config.gpu_configs.update(la_config.read_configs(str(tmp_path / "out"), type="gpu"))
     r = llm_analysis.infer(
         model_name="NousResearch_Llama-2-7b-hf",
