@@ -172,6 +172,10 @@ def parse_side(text: str) -> Side:
         price = float(parts[3]) if len(parts) == 4 else None
     except ValueError:
         raise PlanningError(f"{text!r}: TP must be an integer and PRICE a number") from None
+    if tp_n < 1:
+        raise PlanningError(f"{text!r}: TP must be at least 1")
+    if price is not None and not (math.isfinite(price) and price >= 0):
+        raise PlanningError(f"{text!r}: PRICE per GPU-hour must be a finite number, 0 or more")
     if target.endswith(".json"):
         from analysis.rundoc import RunDocumentError, load
 

@@ -218,10 +218,10 @@ def cpu_last_level_cache_bytes(default: int | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     import json
 
-    from analysis.cli import ArgumentParser, guard
+    from analysis.cli import ArgumentParser, guard, word
 
     ap = ArgumentParser(prog="python -m probes.device", description="Print what gpuprobe sees.")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", type=word)
     args = ap.parse_args(argv)
 
     def show() -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from analysis.cli import ArgumentParser, guard, nonneg_float
+from analysis.cli import ArgumentParser, guard, nonneg_float, word
 from analysis.rundoc import error_line
 from probes.config import ConfigError, RunConfig, load_config
 from probes.timing import time_fn
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m probes.profile", description="Time a kernel and place it on this node's roofline."
     )
     ap.add_argument("target", help="MODULE:FUNCTION, a factory taking the torch.device")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", type=word)
     ap.add_argument(
         "--run",
         type=Path,

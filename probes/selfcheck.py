@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from analysis.cli import ArgumentParser, guard, positive_float, positive_int
+from analysis.cli import ArgumentParser, guard, positive_float, positive_int, word
 from probes.config import ConfigError, load_config
 from probes.context import Context
 from probes.device import device_context, free_memory_bytes, resolve_devices
@@ -174,7 +174,7 @@ class SelfcheckError(RuntimeError):
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m probes.selfcheck", description=__doc__.splitlines()[0])
     ap.add_argument("check", choices=sorted(CHECKS))
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", type=word)
     ap.add_argument(
         "--size", type=positive_int, default=None, help="matmul: M = N = K; bandwidth: working set in bytes"
     )
