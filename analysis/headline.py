@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-METRICS = ("dram", "matmul_peak", "busbw", "host_link", "op_overhead")
+METRICS = ("dram", "matmul_peak", "busbw", "host_link", "op_overhead", "sustained")
 _BUSBW = "_busbw_"
 
 
@@ -40,9 +40,10 @@ def compute_family(dtype: str) -> str:
 class Headline:
     """One headline figure's identity.
 
-    metric:  dram | matmul_peak | busbw | host_link | op_overhead
+    metric:  dram | matmul_peak | busbw | host_link | op_overhead | sustained
     subject: the access pattern (dram), the matmul dtype key (matmul_peak), the collective op (busbw),
-             the copy direction h2d | d2h | bidir (host_link), eager | graph (op_overhead: seconds per op)
+             the copy direction h2d | d2h | bidir (host_link), eager | graph (op_overhead: seconds per op),
+             the dtype of the soak (sustained)
     variant: torch | triton (dram, matmul_peak), the element dtype (busbw), pinned | pageable (host_link),
              torch (op_overhead)
     """
@@ -78,6 +79,11 @@ class Headline:
         """Seconds per tiny op back to back: eager launch/dispatch, or per kernel inside a CUDA graph."""
         return cls("op_overhead", mode, "torch")
 
+    @classmethod
+    def sustained(cls, dtype: str) -> Headline:
+        """FLOP/s a device holds under a long back-to-back matmul (probes.health): the last half's median."""
+        return cls("sustained", dtype, "torch")
+
     def __str__(self) -> str:
         if self.metric == "busbw":
             return f"{self.subject}{_BUSBW}{self.variant}"
@@ -86,7 +92,7 @@ class Headline:
     @classmethod
     def parse(cls, name: str) -> Headline:
         """The headline a summary name stands for; ValueError for a name outside the scheme."""
-        for metric in ("matmul_peak", "host_link", "op_overhead", "dram"):
+        for metric in ("matmul_peak", "host_link", "op_overhead", "sustained", "dram"):
             prefix = f"{metric}_"
             if name.startswith(prefix):
                 subject, sep, variant = name.removeprefix(prefix).rpartition("_")

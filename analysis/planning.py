@@ -280,6 +280,9 @@ def fleet(
             # a run that did not complete measured only part of what the others did: say so beside it
             "flags": [] if doc.get("status") == "completed" else [f"run {doc.get('status')}"],
         }
+        for h in doc.get("health", []):  # the node's own health verdicts (probes.health)
+            if h.get("verdict") in ("warn", "fail"):
+                node["flags"].append(f"health {h['verdict']} {h['device']}: {'; '.join(h['reasons'])[:120]}")
         for s in doc.get("summary", []):
             key = f"{s['name']} [{s['device']}]"
             node["values"][key] = s["value"]

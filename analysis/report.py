@@ -154,6 +154,9 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     from analysis.decode_report import print_decode
 
     print_decode(doc, console)
+    from analysis.health import print_health
+
+    print_health(doc, console)
     for (probe, _kind), (n, reason, same) in sorted(skip_reasons(doc).items()):
         console.print(
             f"  skipped {n} {probe} case(s): {reason}{'' if same else ' (first of them)'}", markup=False

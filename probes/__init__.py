@@ -51,5 +51,8 @@ REGISTRY: dict[str, Probe] = {
         Probe("matmul", "probes.matmul", "matmul TFLOPS per dtype and decode-shaped GEMMs"),
         Probe("collectives", "probes.collectives", "all-reduce / all-gather / reduce-scatter busbw, P2P"),
         Probe("decode", "probes.decode", "decode steps of a model-shaped decoder"),
+        Probe(
+            "health", "probes.health", "sustained load, memory test, ECC/XID/PCIe checks: keep or send back"
+        ),
     )
 }

@@ -15,10 +15,20 @@ document, marked "interrupted", keeps every finished case, and the report of the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from analysis.cli import ArgumentParser, BadInput, check_output_dir, guard, nonneg_int, positive_int, word
+from analysis.cli import (
+    ArgumentParser,
+    BadInput,
+    check_output_dir,
+    guard,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    word,
+)
 from probes import REGISTRY
 from probes.config import ConfigError, RunConfig, load_config
 from probes.interrupt import as_interrupts, describe, exit_code
@@ -85,6 +95,18 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
         help="collectives: rendezvous port on 127.0.0.1 (default: a free one)",
     )
     ap.add_argument(
+        "--soak-s",
+        type=positive_float,
+        default=None,
+        help="health: seconds of sustained load (bench.toml [health])",
+    )
+    ap.add_argument(
+        "--memory-fraction",
+        type=memory_fraction,
+        default=None,
+        help="health: fraction of the free memory the memory test writes and verifies, at most 0.95",
+    )
+    ap.add_argument(
         "--sequential",
         action="store_true",
         help="per-GPU probes (bandwidth, matmul) one GPU after another, not on every GPU at once",
@@ -110,6 +132,23 @@ def select_probes(cfg: RunConfig, only: list[str], skip: list[str]) -> list[str]
     if not result:
         raise ConfigError("nothing to run: every probe was skipped")
     return result
+
+
+def memory_fraction(text: str) -> float:
+    v = positive_float(text)
+    if v > 0.95:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most 0.95 (the driver and the soak need the rest)")
+    return v
+
+
+def with_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """bench.toml's values with the command line's on top (--soak-s, --memory-fraction)."""
+    health = cfg.health
+    if args.soak_s is not None:
+        health = dataclasses.replace(health, soak_s=args.soak_s)
+    if args.memory_fraction is not None:
+        health = dataclasses.replace(health, memory_fraction=args.memory_fraction)
+    return dataclasses.replace(cfg, health=health)
 
 
 def check_out_dir(out: str) -> Path:
@@ -166,6 +205,7 @@ def _main(args: argparse.Namespace) -> int:
         devices, device_note = resolve_devices(args.device)
         # The profile's [profiles.NAME.cpu|gpu] overrides: sizes that suit the hardware actually measured.
         cfg = load_config(args.config, args.profile, "cpu" if devices[0].type == "cpu" else "gpu")
+        cfg = with_flags(cfg, args)
         options = {
             "world_size": args.world_size,
             "backend": args.backend,

@@ -193,6 +193,31 @@ class DecodeConfig:
     max_layers: int = _checks(non_negative)  # 0: every layer; else run this many and scale by layer count
 
 
+HEALTH_PATTERNS = ("walking_ones", "address", "random")
+
+
+def _memory_fraction(name: str, v: Any) -> str | None:
+    return (
+        None
+        if 0 < v <= 0.95
+        else f"must be in (0, 0.95] (the rest is the driver's and the soak's), got {v!r}"
+    )
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Node health (probes.health): a sustained matmul on every device at once, a memory test, NVML checks."""
+
+    soak_s: float = _checks(positive, duration)  # back-to-back matmuls for this long
+    window_s: float = _checks(positive, duration)  # one timeline point (TFLOPS, clocks, power) per window
+    gpu_dtype: str = _checks(choices("bf16", "fp16"))
+    gpu_size: int = _checks(positive)  # M = N = K of the soak's matmul on a GPU
+    cpu_size: int = _checks(positive)  # ... on a CPU (fp32)
+    memory_fraction: float = _checks(_memory_fraction)  # of the free memory the memory test writes and reads
+    memory_max_bytes: int = _checks(non_negative)  # a cap on it (0: none); a CPU box tests host memory
+    patterns: tuple[str, ...] = _checks(non_empty, choices(*HEALTH_PATTERNS))
+
+
 SECTIONS: dict[str, type] = {
     "timing": TimingConfig,
     "bandwidth": BandwidthConfig,
@@ -201,6 +226,7 @@ SECTIONS: dict[str, type] = {
     "collectives": CollectivesConfig,
     "bench": BenchConfig,
     "decode": DecodeConfig,
+    "health": HealthConfig,
 }
 DEVICE_KINDS = ("cpu", "gpu")
 
@@ -218,6 +244,7 @@ class RunConfig:
     collectives: CollectivesConfig
     bench: BenchConfig
     decode: DecodeConfig
+    health: HealthConfig
     source: str
     device_kind: str | None = None  # "cpu" or "gpu" once the [profiles.NAME.<kind>] overrides are applied
 

@@ -30,7 +30,7 @@ from analysis.rundoc import Measurement, error_line
 from probes import REGISTRY, Probe
 from probes.config import RunConfig
 
-PER_DEVICE = frozenset({"bandwidth", "matmul"})  # probes measured on every GPU at once
+PER_DEVICE = frozenset({"bandwidth", "matmul", "health"})  # probes measured on every GPU at once
 JOIN_S = 10.0  # how long a stopped worker may take to exit before it is killed
 
 

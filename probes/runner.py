@@ -136,6 +136,11 @@ class RunRecord:
         self.save()
 
     def finish(self, status: str, seconds: float) -> None:
+        from analysis.health import as_records, judge
+
+        verdicts = judge(self.doc)
+        if verdicts:  # keep or send back, per device, in words (analysis.health)
+            self.doc["health"] = as_records(verdicts)
         self.doc["status"] = status
         self.doc["finished_utc"] = utc_now().isoformat(timespec="seconds")
         self.doc["seconds"] = seconds
@@ -151,6 +156,7 @@ def print_outputs(doc: dict[str, Any], path: Path) -> None:
     """The report, the plot, and where both are."""
     from rich.console import Console
 
+    from analysis.health import plot_timeline
     from analysis.plots import plot_bandwidth
     from analysis.report import print_report, print_run_analysis
 
@@ -160,6 +166,9 @@ def print_outputs(doc: dict[str, Any], path: Path) -> None:
     png = plot_bandwidth(doc, path.with_name(path.stem + "_bandwidth.png"))
     if png is not None:
         out.print(f"bandwidth plot: {png}", markup=False)
+    timeline = plot_timeline(doc, path.with_name(path.stem + "_health.png"))
+    if timeline is not None:
+        out.print(f"health timeline: {timeline}", markup=False)
     mm = doc["config"].get("matmul", {})
     # project in the dtype the run measured decode GEMMs in, so the fitted small-M efficiency applies
     dtype = dtype_family(next(iter(mm.get("decode_dtypes") or ["bf16"])))
