@@ -23,7 +23,8 @@ from probes.config import RunConfig, load_config
 TRITON_AUTOTUNE_S = 1.0  # per Triton matmul shape and device: 7 configurations benchmarked
 TRITON_COMPILE_S = 10.0  # per Triton dtype, once per process: 7 configurations compiled
 RANKS_STARTUP_S = 15.0  # spawning one process per GPU, importing torch, NCCL communicators
-WORKER_STARTUP_S = 10.0  # a per-GPU worker: spawn, import torch, create its CUDA context
+WORKER_STARTUP_S = 10.0
+MEMTEST_S = 3.0  # 35 write-and-verify passes over half of an 80 GB GPU's memory at ~2.5 TB/s: ~2 s  # a per-GPU worker: spawn, import torch, create its CUDA context
 
 
 def estimate_seconds(cfg: RunConfig, n_gpus: int, sequential: bool = False) -> dict[str, float]:
@@ -47,6 +48,8 @@ def estimate_seconds(cfg: RunConfig, n_gpus: int, sequential: bool = False) -> d
             triton = [d for d in mm.dtypes if d in mm.triton_dtypes] if "triton" in mm.variants else []
             seconds += gpus * mm.first_warmup_s
             seconds += len(triton) * (TRITON_COMPILE_S + gpus * len(mm.square_sizes) * TRITON_AUTOTUNE_S)
+        if name == "health":  # not cases with budgets: a soak of fixed length and a memory test
+            seconds = max(1, gpus) * (cfg.health.soak_s + MEMTEST_S)
         if name == "collectives" and n_gpus >= 2:
             seconds += RANKS_STARTUP_S
         if at_once:

@@ -1,0 +1,242 @@
+"""Node health (probes/health.py, analysis/health.py): a real sustained matmul and a real memory test on the CPU;
+the NVML checks through a fake pynvml that returns real enum values; a fault injected per check is seen with
+the right verdict and reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+import torch
+from helpers import REPO, cli, fast_timing_toml
+
+import probes.health as health
+from analysis.health import judge, plot_timeline
+from probes.all import main as all_main
+from probes.config import load_config
+from probes.context import Context
+from probes.nvml import Nvml
+
+CPU = torch.device("cpu")
+TOML = (
+    fast_timing_toml(0.1)
+    + """
+[health]
+soak_s = 1.5
+window_s = 0.25
+cpu_size = 128
+memory_fraction = 0.5
+memory_max_bytes = 4_194_304
+[profiles.t]
+probes = ["health"]
+"""
+)
+
+
+def ctx_for(tmp_path, nvml=None, text: str = TOML) -> Context:
+    p = tmp_path / "h.toml"
+    p.write_text(text)
+    return Context(cfg=load_config(p), devices=[CPU], nvml=nvml or Nvml())
+
+
+def doc_of(ms) -> dict:
+    return {"measurements": [m.to_dict() for m in ms]}
+
+
+def fake_pynvml(**faults) -> types.ModuleType:
+    """pynvml with real constants (from nvidia-ml-py) and one healthy H100-like GPU, unless `faults` say."""
+    import pynvml as real
+
+    m = types.ModuleType("pynvml")
+    for k in dir(real):
+        if k.startswith(("NVML_", "nvmlClocksEventReason", "nvmlClocksThrottleReason", "nvmlEventType")):
+            setattr(m, k, getattr(real, k))
+
+    class NVMLError(Exception):
+        pass
+
+    m.NVMLError = NVMLError
+    state = {"ecc_reads": 0, "xid_sent": False}
+    reasons = real.nvmlClocksEventReasonSwPowerCap
+    if faults.get("thermal"):
+        reasons |= real.nvmlClocksEventReasonHwThermalSlowdown
+
+    def ecc(handle, error_type, counter):
+        state["ecc_reads"] += 1
+        grows = faults.get("ecc") and error_type == real.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+        return 2 * (state["ecc_reads"] > 4) if grows and counter == real.NVML_VOLATILE_ECC else 0
+
+    def wait(es, timeout_ms):
+        if faults.get("xid") and not state["xid_sent"]:
+            state["xid_sent"] = True
+            return types.SimpleNamespace(eventData=79, eventType=real.nvmlEventTypeXidCriticalError)
+        time.sleep(timeout_ms / 1000)
+        raise NVMLError("Timeout")
+
+    width = 8 if faults.get("pcie") else 16
+    m.nvmlInit = lambda: None
+    m.nvmlShutdown = lambda: None
+    m.nvmlDeviceGetEccMode = lambda h: (1, 1)
+    m.nvmlDeviceGetTotalEccErrors = ecc
+    m.nvmlDeviceGetRetiredPagesPendingStatus = lambda h: real.NVML_FEATURE_DISABLED
+    m.nvmlDeviceGetRemappedRows = lambda h: (0, 0, 0, 0)
+    m.nvmlDeviceGetCurrPcieLinkGeneration = lambda h: 5
+    m.nvmlDeviceGetMaxPcieLinkGeneration = lambda h: 5
+    m.nvmlDeviceGetCurrPcieLinkWidth = lambda h: width
+    m.nvmlDeviceGetMaxPcieLinkWidth = lambda h: 16
+    m.nvmlDeviceGetPcieReplayCounter = lambda h: 0
+    m.nvmlDeviceGetEnforcedPowerLimit = lambda h: 500_000 if faults.get("power") else 700_000
+    m.nvmlDeviceGetPowerManagementDefaultLimit = lambda h: 700_000
+    m.nvmlDeviceGetPersistenceMode = lambda h: real.NVML_FEATURE_ENABLED
+    m.nvmlDeviceGetMigMode = lambda h: (real.NVML_DEVICE_MIG_ENABLE if faults.get("mig") else 0, 0)
+    m.nvmlDeviceGetClockInfo = lambda h, clock: 1980 if clock == real.NVML_CLOCK_SM else 2619
+    m.nvmlDeviceGetPowerUsage = lambda h: 690_000
+    m.nvmlDeviceGetTemperature = lambda h, sensor: 88 if faults.get("thermal") else 61
+    m.nvmlDeviceGetCurrentClocksEventReasons = lambda h: reasons
+    m.nvmlEventSetCreate = lambda: "event-set"
+    m.nvmlDeviceRegisterEvents = lambda h, mask, es: None
+    m.nvmlEventSetWait_v2 = wait
+    m.nvmlEventSetFree = lambda es: None
+    return m
+
+
+def nvml_with(monkeypatch, **faults) -> Nvml:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(**faults))
+    nv = Nvml()
+    nv.handle = lambda device: "gpu-0"  # the CPU stands in for the GPU the fake describes
+    return nv
+
+
+def test_a_healthy_cpu_run_measures_a_timeline_and_a_clean_memory_test(tmp_path):
+    ms = health.run(ctx_for(tmp_path))
+    soak, mem = ms
+    assert soak.status == "ok" and soak.unit == "flop_per_s" and soak.headline == "sustained_fp32_torch"
+    timeline = soak.params["timeline"]
+    assert len(timeline) >= 4 and all(w["ok"] and w["flop_per_s"] > 0 for w in timeline)
+    assert timeline[-1]["t_s"] >= 1.5 and soak.params["result_mismatch_windows"] == 0
+    assert mem.status == "ok" and mem.params["mismatches"] == 0 and mem.params["tested_bytes"] == 4 << 20
+    assert mem.params["memory"] == "host memory"
+    (v,) = judge(doc_of(ms))
+    assert v.verdict == "pass" and any("NVML not available" in n for n in v.not_checked)
+    png = plot_timeline(doc_of(ms), tmp_path / "t.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_corrupted_word_is_found_and_located(tmp_path, monkeypatch):
+    settle = health._settle
+
+    def flip(buf):
+        settle(buf)
+        buf[12345] ^= 1 << 7  # one bit of one word, after every pattern was written
+
+    monkeypatch.setattr(health, "_settle", flip)
+    mem = health.memtest(ctx_for(tmp_path), CPU)
+    assert mem.status == "error" and mem.params["mismatches"] == 32 + 1 + 2  # every pattern step sees it
+    assert mem.params["bad_offsets"][0] == 4 * 12345 and hex(4 * 12345) in mem.error
+    (v,) = judge({"measurements": [mem.to_dict(), health.soak(ctx_for(tmp_path), CPU).to_dict()]})
+    assert v.verdict == "fail" and any("memory test: 35 mismatched words" in r for r in v.reasons)
+
+
+@pytest.mark.parametrize(
+    ("fault", "verdict", "reason"),
+    [
+        ("thermal", "fail", "hw thermal slowdown"),
+        ("ecc", "fail", "uncorrected ECC errors during the run"),
+        ("xid", "fail", "XID 79 during the run"),
+        ("pcie", "fail", "PCIe link x8 of x16 under load"),
+        ("power", "warn", "power limit 500 W of the default 700 W"),
+        ("mig", "warn", "MIG mode is on"),
+    ],
+)
+def test_each_nvml_fault_gives_its_verdict_and_reason(tmp_path, monkeypatch, fault, verdict, reason):
+    soak = health.soak(ctx_for(tmp_path, nvml_with(monkeypatch, **{fault: True})), CPU)
+    assert soak.status == "ok"
+    (v,) = judge(doc_of([soak]))
+    assert v.verdict == verdict and any(reason in r for r in v.reasons), v.reasons
+
+
+def test_a_healthy_gpu_by_the_fake_passes_with_power_capping_reported_not_judged(tmp_path, monkeypatch):
+    soak = health.soak(ctx_for(tmp_path, nvml_with(monkeypatch)), CPU)
+    p = soak.params
+    assert p["xid_watch"] == "watched" and p["nvml_before"]["pcie"]["width_max"] == 16
+    assert p["throttled_s"].get("sw_power_cap", 0) > 1.0 and p["timeline"][0]["sm_clock_mhz"] == 1980
+    mem = health.memtest(ctx_for(tmp_path), CPU)
+    (v,) = judge({"measurements": [soak.to_dict(), mem.to_dict()]})
+    assert v.verdict == "pass" and not v.not_checked, (v.reasons, v.not_checked)
+
+
+def soak_doc(values: dict[str, float]) -> dict:
+    ms = []
+    for device, tf in values.items():
+        timeline = [{"t_s": t + 1.0, "flop_per_s": tf * 1e12, "ok": True} for t in range(10)]
+        params = {"kind": "soak", "timeline": timeline, "drop": 0.0, "throttled_s": {}, "nvml_before": {}}
+        ms.append({"probe": "health", "device": device, "status": "ok", "value": tf * 1e12, "params": params})
+    return {"measurements": ms}
+
+
+def test_a_gpu_outside_its_peers_band_is_flagged():
+    verdicts = {
+        v.device: v for v in judge(soak_doc({"cuda:0": 741, "cuda:1": 745, "cuda:2": 738, "cuda:3": 612}))
+    }
+    assert verdicts["cuda:0"].verdict == "pass"
+    assert verdicts["cuda:3"].verdict == "warn"
+    assert "sustained 612 TFLOPS vs node median 739.5 TFLOPS" in verdicts["cuda:3"].reasons[0]
+    worse = {v.device: v for v in judge(soak_doc({"a": 740, "b": 741, "c": 739, "d": 500}))}
+    assert worse["d"].verdict == "fail"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--soak-s", "0"], "--soak-s: '0': must be greater than 0"),
+        (["--soak-s", "-1"], "--soak-s: '-1': must be greater than 0"),
+        (["--soak-s", "nan"], "--soak-s: 'nan': must be a finite number"),
+        (["--memory-fraction", "0.96"], "--memory-fraction: '0.96': at most 0.95"),
+    ],
+)
+def test_bad_health_flags_are_one_line(tmp_path, capsys, argv, expected):
+    assert cli(all_main, ["--only", "health", "--device", "cpu", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_command_soaks_ten_seconds_and_writes_a_verdict_and_a_timeline(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "probes.health", "--device", "cpu", "--soak-s", "10", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (path,) = tmp_path.glob("*.json")
+    doc = json.loads(path.read_text())
+    (h,) = doc["health"]
+    assert h["device"] == "cpu" and h["verdict"] == "pass"
+    soak = next(m for m in doc["measurements"] if m["params"].get("kind") == "soak")
+    assert soak["params"]["timeline"][-1]["t_s"] >= 10
+    assert path.with_name(path.stem + "_health.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Node health" in r.stdout and "pass" in r.stdout
+
+
+def test_fleet_flags_a_node_whose_health_failed(tmp_path):
+    from pathlib import Path
+
+    from helpers import make_doc
+
+    from analysis.planning import fleet
+
+    docs = []
+    for i, verdict in enumerate(("pass", "fail", "pass")):
+        doc = make_doc()
+        doc["status"] = "completed"
+        doc["health"] = [{"device": "cuda:3", "verdict": verdict, "reasons": ["fail: XID 79 during the run"]}]
+        docs.append((Path(f"n{i}.json"), doc))
+    _, rows, _ = fleet(docs)
+    assert [bool(r["flags"]) for r in rows] == [False, True, False]
+    assert rows[1]["flags"] == ["health fail cuda:3: fail: XID 79 during the run"]
