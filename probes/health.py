@@ -44,7 +44,7 @@ NOTE = (
     "windows; memory-test mismatches and XID events must be 0 (analysis.health gives the verdict)"
 )
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-CHUNK = 1 << 26  # int32 words per step of the memory test: 256 MiB
+CHUNK = 1 << 24  # int32 words per step of the memory test: 64 MiB (its temporaries stay small)
 MAX_BAD = 8  # byte offsets kept per memory test
 
 
@@ -248,8 +248,9 @@ def _throttled_seconds(timeline: list[dict[str, Any]]) -> dict[str, float]:
     prev = 0.0
     for w in timeline:
         span, prev = w["t_s"] - prev, w["t_s"]
-        for r in w.get("throttle_reasons") or []:
-            if isinstance(r, str) and r != "gpu_idle":
+        reasons = w.get("throttle_reasons")
+        for r in reasons if isinstance(reasons, list) else []:  # NA where NVML cannot say
+            if r != "gpu_idle":
                 out[r] = round(out.get(r, 0.0) + span, 3)
     return out
 

@@ -240,3 +240,12 @@ def test_fleet_flags_a_node_whose_health_failed(tmp_path):
     _, rows, _ = fleet(docs)
     assert [bool(r["flags"]) for r in rows] == [False, True, False]
     assert rows[1]["flags"] == ["health fail cuda:3: fail: XID 79 during the run"]
+
+
+def test_throttle_seconds_count_each_reason_and_skip_what_nvml_cannot_say():
+    timeline = [
+        {"t_s": 1.0, "throttle_reasons": ["hw_thermal_slowdown", "gpu_idle"]},
+        {"t_s": 2.0, "throttle_reasons": "not available"},
+        {"t_s": 3.5, "throttle_reasons": ["hw_thermal_slowdown", "sw_power_cap"]},
+    ]
+    assert health._throttled_seconds(timeline) == {"hw_thermal_slowdown": 2.5, "sw_power_cap": 1.5}
