@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "export", help="the run's calibrated profile for planners (llm-analysis GPU config or JSON)"
     )
     exp.add_argument("run", type=Path)
-    exp.add_argument("--format", choices=["llm-analysis", "json"], default="llm-analysis")
+    exp.add_argument("--format", choices=["llm-analysis", "json", "prometheus"], default="llm-analysis")
     exp.add_argument("-o", "--output", type=Path, default=Path("."), help="folder to write into")
     bt = sub.add_parser(
         "backtest", help="the spec-only decode projection against published decode measurements"

@@ -94,6 +94,10 @@ def write(doc: dict[str, Any], fmt: str, out_dir: Path) -> tuple[Path, list[str]
     """Write the export; returns its path and notes for the user (llm-analysis reads every file in its
     config folder as a config, so the notes are printed, not written beside it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "prometheus":
+        from analysis import prometheus
+
+        return prometheus.write(doc, out_dir), []
     if fmt == "llm-analysis":
         cfg = llm_analysis_gpu(doc)
         notes = cfg.pop("_notes")
