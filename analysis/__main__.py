@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from analysis.cli import (
     ArgumentParser,
+    BadInput,
     check_output_dir,
     check_output_file,
     guard,
@@ -24,14 +25,23 @@ from analysis.cli import (
 )
 from analysis.rundoc import load
 
+REPORTS = {"md": (".md", ".markdown"), "html": (".html", ".htm")}
 IMAGES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps", ".ps")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m analysis", description="Analyse gpuprobe run documents.")
     sub = ap.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("report", help="print the report of a run document")
+    rep = sub.add_parser("report", help="the report of a run document: terminal, Markdown or one HTML file")
     rep.add_argument("run", type=Path)
+    rep.add_argument("--format", choices=["text", "md", "html"], default="text")
+    rep.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="md / html: the file (default: beside the run document)",
+    )
     plot = sub.add_parser("plot", help="write the bandwidth-vs-working-set PNG of a run document")
     plot.add_argument("run", type=Path)
     plot.add_argument(
@@ -130,6 +140,12 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "output", None) is not None:
         if args.command == "export":
             check_output_dir(args.output)
+        elif args.command == "report":
+            if args.format == "text":
+                raise BadInput(
+                    "-o: the text report goes to the terminal; use --format md or html to write a file"
+                )
+            check_output_file(args.output, REPORTS[args.format])
         else:
             check_output_file(args.output, IMAGES)
     commands = {
@@ -149,6 +165,12 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console() if sys.stdout.isatty() else Console(width=140)
+    if args.command == "report" and args.format != "text":
+        from analysis import share
+
+        out = args.output or check_output_file(args.run.with_name(f"{args.run.stem}_report.{args.format}"))
+        print(share.write(doc, args.run, args.format, out))
+        return 0
     if args.command == "report":
         from analysis.report import print_report
 

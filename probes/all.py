@@ -107,6 +107,13 @@ def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> ar
         help="health: fraction of the free memory the memory test writes and verifies, at most 0.95",
     )
     ap.add_argument(
+        "--report",
+        action="append",
+        choices=["md", "html"],
+        default=[],
+        help="also write a shareable report beside the run document: md (Markdown) or html (one file); repeatable",
+    )
+    ap.add_argument(
         "--sequential",
         action="store_true",
         help="per-GPU probes (bandwidth, matmul) one GPU after another, not on every GPU at once",
@@ -211,6 +218,7 @@ def _main(args: argparse.Namespace) -> int:
             "backend": args.backend,
             "port": args.port,
             "sequential": args.sequential,
+            "reports": list(dict.fromkeys(args.report)),
         }
         for name in names:  # e.g. a bad --world-size, --backend or --port: stop before anything runs
             REGISTRY[name].preflight(devices, cfg, options)

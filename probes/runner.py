@@ -152,8 +152,8 @@ class RunRecord:
         write_atomic(doc, self.path, texts + self.case_texts, durable)
 
 
-def print_outputs(doc: dict[str, Any], path: Path) -> None:
-    """The report, the plot, and where both are."""
+def print_outputs(doc: dict[str, Any], path: Path, reports: list[str] | None = None) -> None:
+    """The report, the plots, the shareable reports asked for (`--report md|html`), and where they are."""
     from rich.console import Console
 
     from analysis.health import plot_timeline
@@ -173,6 +173,13 @@ def print_outputs(doc: dict[str, Any], path: Path) -> None:
     # project in the dtype the run measured decode GEMMs in, so the fitted small-M efficiency applies
     dtype = dtype_family(next(iter(mm.get("decode_dtypes") or ["bf16"])))
     print_run_analysis(doc, path, list(mm.get("decode_models", [])), dtype, out)
+    from analysis.share import write
+
+    for fmt in reports or []:
+        out.print(
+            f"{fmt} report: {write(doc, path, fmt, path.with_name(f'{path.stem}_report.{fmt}'))}",
+            markup=False,
+        )
     out.print(f"run document: {path}", markup=False)
 
 
@@ -243,10 +250,10 @@ def run(
             f"interrupted by {describe(exc)}: {n} measured cases kept in {record.path}", markup=False
         )
         if n:
-            print_outputs(record.doc, record.path)
+            print_outputs(record.doc, record.path, (options or {}).get("reports"))
         return exit_code(exc)
     finally:
         nvml.shutdown()
     record.finish("completed", time.perf_counter() - t_run)
-    print_outputs(record.doc, record.path)
+    print_outputs(record.doc, record.path, (options or {}).get("reports"))
     return 0

@@ -106,7 +106,7 @@ def torchrun_main(argv: list[str]) -> int:
                     return 1
                 record.end(exc=exc)
                 record.finish("completed", time.perf_counter() - t0)
-                print_outputs(record.doc, record.path)
+                print_outputs(record.doc, record.path, args.report)
                 return 1
     except KeyboardInterrupt as exc:
         if record is None:
@@ -123,7 +123,7 @@ def torchrun_main(argv: list[str]) -> int:
     tag_plateau(collected, cfg.collectives.plateau_sizes)
     record.end(collected)
     record.finish("completed", time.perf_counter() - t0)
-    print_outputs(record.doc, record.path)
+    print_outputs(record.doc, record.path, args.report)
     return 0
 
 
