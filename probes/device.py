@@ -25,6 +25,7 @@ import torch
 from analysis import specs
 from probes.config import ConfigError
 from probes.nvml import NA, Nvml, nvml_device_info
+from probes.slurm import job_facts
 
 MIN_TORCH = (2, 5)  # 2.4's _scaled_mm returns (out, amax) and its SDPA has no enable_gqa
 
@@ -183,6 +184,7 @@ def describe_host(nvml: Nvml) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "memory_total_bytes": host_memory_bytes(),
         "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "slurm": job_facts(),  # the job, node and task of a run under Slurm; None outside it
     }
 
 

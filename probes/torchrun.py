@@ -1,4 +1,4 @@
-"""One rank of the collectives probe started by torchrun (or a launcher that sets the same variables).
+"""One rank of the collectives probe started by torchrun or srun (or a launcher that sets the same variables).
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; each process joins the group through
 `env://` with them, runs the same cases as a local launch, and global rank 0 writes the run document and
@@ -6,6 +6,7 @@ prints the report. Without those variables `python -m probes.torchrun` (and `pyt
 launch the ranks on this node themselves, as `python -m probes.all --only collectives` does.
 
     torchrun --standalone --nproc-per-node 2 -m probes.torchrun --device cpu
+    srun -N 2 --ntasks-per-node 8 python -m probes.collectives          # Slurm: ranks from SLURM_* (probes.slurm)
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m probes.torchrun
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from analysis.rundoc import Measurement, error_line
+from probes import slurm
 from probes.all import check_out_dir, parse_args, probe_main
 from probes.config import ConfigError, load_config
 from probes.device import resolve_devices
@@ -43,8 +45,10 @@ def _env_int(key: str) -> int:
 def torchrun_main(argv: list[str]) -> int:
     """This process is one rank started by torchrun: join, measure, and let global rank 0 write the document."""
     args = parse_args(argv, prog="python -m probes.torchrun")
-    rank = 0
+    rank, launcher = 0, "torchrun" if under_torchrun() else "srun"
     try:
+        if launcher == "srun":  # a task of `srun`: the same variables, from Slurm's
+            os.environ.update(slurm.ranks())
         rank, world, local = (_env_int(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
         port = _env_int("MASTER_PORT")
         given = [
@@ -95,7 +99,7 @@ def torchrun_main(argv: list[str]) -> int:
         with as_interrupts():
             if rank == 0:  # the document exists (and is saved case by case) before anything is measured
                 local_devices = devices if kind == "cpu" else [torch.device("cuda", local)]
-                note = f"torchrun: {world} ranks ({backend}); {note}"
+                note = f"{launcher}: {world} ranks ({backend}); {note}"
                 record = RunRecord.start(cfg, [NAME], local_devices, note, out_dir, nvml)
                 record.begin(NAME)
             try:
@@ -129,7 +133,7 @@ def torchrun_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if under_torchrun():
+    if under_torchrun() or slurm.under_srun():
         return torchrun_main(argv)
     return probe_main(NAME, argv)
 
