@@ -182,7 +182,9 @@ def _run(args: argparse.Namespace) -> int:
         print_verdicts(doc, console)
         return 0
     if args.command == "roofline":
-        return _roofline(doc, args.run, args.output)
+        from analysis.roofline import print_roofline
+
+        return print_roofline(doc, args.run, args.output)
     if args.command == "export":
         from analysis import export
 
@@ -348,57 +350,10 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _roofline(doc: dict, run: Path, output: Path | None) -> int:
-    from analysis import roofline as rl
-    from analysis import specs
-
-    roof = rl.from_run(doc)
-    if roof is None:
-        print(f"error: {run}: no DRAM bandwidth or matmul figure to fit a roofline to", file=sys.stderr)
-        return 2
-    name = (doc.get("devices") or [{}])[0].get("name", "")
-    key = specs.lookup(name)
-    for fam, peak in sorted(roof.compute_flop_per_s.items()):
-        print(f"{fam}: {peak / 1e12:.3g} TFLOPS, ridge point {roof.ridge(fam):.1f} FLOP/byte")
-    eff = "; ".join(
-        f"{fam} " + ", ".join(f"M={m}: {e:.2f}" for m, e in by_m.items())
-        for fam, by_m in roof.efficiency_by_m.items()
-    )
-    eff = eff or "no decode sweep"
-    print(
-        f"memory: {roof.bandwidth_bytes_per_s / 1e9:.1f} GB/s; decode GEMM fraction of the roof by M: {eff}"
-    )
-    print(
-        rl.plot(
-            roof,
-            output or run.with_name(run.stem + "_roofline.png"),
-            f"Roofline: {name}",
-            specs.get(key) if key else None,
-        )
-    )
-    return 0
-
-
 def _backtest(args: argparse.Namespace) -> int:
-    import json
+    from analysis.decode_report import backtest_command
 
-    from analysis import backtest as bt
-
-    rows = bt.load_rows(args.csv) if args.csv else bt.load_rows()
-    results = bt.backtest([r for r in rows if args.half in ("all", r.half)])
-    if args.json:
-        out = [
-            {**r["row"].__dict__, "half": r["row"].half, **{k: v for k, v in r.items() if k != "row"}}
-            for r in results
-        ]
-        print(json.dumps(out, indent=1))
-        return 0
-    from rich.console import Console
-
-    from analysis.decode_report import print_backtest
-
-    print_backtest(results, Console() if sys.stdout.isatty() else Console(width=160))
-    return 0
+    return backtest_command(args.csv, args.half, args.json)
 
 
 def _project(args: argparse.Namespace) -> int:

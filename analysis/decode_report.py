@@ -6,6 +6,7 @@ python -m analysis backtest                                              # print
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -216,3 +217,25 @@ def print_backtest(results: list[dict[str, Any]], console: Console) -> None:
             f"{s['worst_ratio']:.2f}x, beyond 2x {s['beyond_2x']}"
         )
     console.print("ratio = projected / published; sources and quotes: analysis/data/decode_published.csv")
+
+
+def backtest_command(csv: Path | None, half: str, as_json: bool) -> int:
+    """`python -m analysis backtest`: the spec projection against published rows, as a table or JSON."""
+    import json
+    import sys
+
+    from rich.console import Console
+
+    from analysis import backtest as bt
+
+    rows = bt.load_rows(csv) if csv else bt.load_rows()
+    results = bt.backtest([r for r in rows if half in ("all", r.half)])
+    if as_json:
+        out = [
+            {**r["row"].__dict__, "half": r["row"].half, **{k: v for k, v in r.items() if k != "row"}}
+            for r in results
+        ]
+        print(json.dumps(out, indent=1))
+        return 0
+    print_backtest(results, Console() if sys.stdout.isatty() else Console(width=160))
+    return 0

@@ -149,3 +149,30 @@ def plot(roof: Roofline, path: str | Path, title: str, spec: Any = None) -> Path
     return save(
         fig, path, "points: measured GEMMs (o decode-shaped, ^ square); roof: best DRAM plateau x intensity"
     )
+
+
+def print_roofline(doc: dict[str, Any], run: Path, output: Path | None) -> int:
+    """`python -m analysis roofline`: ceilings, ridge points, small-M efficiency, and the PNG; exit code."""
+    import sys
+
+    from analysis import specs
+
+    roof = from_run(doc)
+    if roof is None:
+        print(f"error: {run}: no DRAM bandwidth or matmul figure to fit a roofline to", file=sys.stderr)
+        return 2
+    name = (doc.get("devices") or [{}])[0].get("name", "")
+    key = specs.lookup(name)
+    for fam, peak in sorted(roof.compute_flop_per_s.items()):
+        print(f"{fam}: {peak / 1e12:.3g} TFLOPS, ridge point {roof.ridge(fam):.1f} FLOP/byte")
+    eff = "; ".join(
+        f"{fam} " + ", ".join(f"M={m}: {e:.2f}" for m, e in by_m.items())
+        for fam, by_m in roof.efficiency_by_m.items()
+    )
+    eff = eff or "no decode sweep"
+    print(
+        f"memory: {roof.bandwidth_bytes_per_s / 1e9:.1f} GB/s; decode GEMM fraction of the roof by M: {eff}"
+    )
+    png = output or run.with_name(run.stem + "_roofline.png")
+    print(plot(roof, png, f"Roofline: {name}", specs.get(key) if key else None))
+    return 0
