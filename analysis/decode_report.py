@@ -132,37 +132,45 @@ def _split(step: Any) -> str:
     return " ".join(f"{k} {100 * v / step.seconds:.0f}" for k, v in parts if v > 0.005 * step.seconds)
 
 
+DECODE_COLUMNS = (
+    "model",
+    "dtype",
+    "batch",
+    "context",
+    "measured tok/s",
+    "projected",
+    "error",
+    "spec-only",
+    "error ",
+    "projected split %",
+)
+
+
+def decode_cells(r: dict[str, Any]) -> list[str]:
+    """One row of `decode_rows` as the cells of DECODE_COLUMNS (the terminal and the shareable report)."""
+    return [
+        r["model"],
+        r["dtype"],
+        str(r["batch"]),
+        str(r["context"]),
+        f"{r['measured']:.1f}",
+        f"{r['projected']:.1f}" if "projected" in r else "-",
+        f"{100 * r['projected_error']:+.0f}%" if "projected" in r else "-",
+        f"{r['spec']:.1f}" if "spec" in r else "-",
+        f"{100 * r['spec_error']:+.0f}%" if "spec" in r else "-",
+        r.get("split", "-"),
+    ]
+
+
 def print_decode(doc: dict[str, Any], console: Console) -> None:
     rows = decode_rows(doc)
     if not rows:
         return
     t = Table(title="Decode: measured tokens/s vs the projection from this run's parts")
-    for col in (
-        "model",
-        "dtype",
-        "batch",
-        "context",
-        "measured tok/s",
-        "projected",
-        "error",
-        "spec-only",
-        "error ",
-        "projected split %",
-    ):
+    for col in DECODE_COLUMNS:
         t.add_column(col, justify="left" if col in ("model", "dtype") else "right")
     for r in rows:
-        t.add_row(
-            r["model"],
-            r["dtype"],
-            str(r["batch"]),
-            str(r["context"]),
-            f"{r['measured']:.1f}",
-            f"{r['projected']:.1f}" if "projected" in r else "-",
-            f"{100 * r['projected_error']:+.0f}%" if "projected" in r else "-",
-            f"{r['spec']:.1f}" if "spec" in r else "-",
-            f"{100 * r['spec_error']:+.0f}%" if "spec" in r else "-",
-            r.get("split", "-"),
-        )
+        t.add_row(*decode_cells(r))
     console.print(t)
     notes = {r["note"] for r in rows if r["note"]}
     for n in notes:

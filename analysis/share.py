@@ -37,7 +37,7 @@ def _verdict_of(doc: dict[str, Any]) -> dict[tuple[str, str], Any]:
 
 def sections(doc: dict[str, Any]) -> list[Section]:
     """What the report says, as tables: the same rows the terminal report prints."""
-    from analysis.decode_report import decode_rows
+    from analysis.decode_report import DECODE_COLUMNS, decode_cells, decode_rows
     from analysis.health import judge
     from analysis.report import collective_rows, headline_rows, matmul_dtype_rows
 
@@ -72,24 +72,8 @@ def sections(doc: dict[str, Any]) -> list[Section]:
         out.append(Section("Collectives (nccl-tests semantics)", cols, [[r[k] for k in cols] for r in co]))
     dec = decode_rows(doc)
     if dec:
-        out.append(
-            Section(
-                "Decode: measured tokens/s vs the projection from this run's parts",
-                ["model", "dtype", "batch", "context", "measured tok/s", "projected", "error"],
-                [
-                    [
-                        r["model"],
-                        r["dtype"],
-                        str(r["batch"]),
-                        str(r["context"]),
-                        f"{r['measured']:.1f}",
-                        f"{r['projected']:.1f}" if "projected" in r else "-",
-                        f"{100 * r['projected_error']:+.0f}%" if "projected" in r else "-",
-                    ]
-                    for r in dec
-                ],
-            )
-        )
+        title = "Decode: measured tokens/s vs the projection from this run's parts"
+        out.append(Section(title, list(DECODE_COLUMNS), [decode_cells(r) for r in dec]))
     # the verdicts from the health measurements, else those the document recorded
     health = [asdict(h) for h in judge(doc)] or list(doc.get("health") or [])
     if health:
