@@ -29,8 +29,11 @@ def in_job(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def under_srun(env: Mapping[str, str] = os.environ) -> bool:
-    """Whether this process is one of several tasks of a Slurm step (then it is one rank of the run)."""
-    return any(k in env for k in RANK_VARS) and env.get("SLURM_NTASKS", "1") not in ("", "1")
+    """Whether this process is one of several tasks of a Slurm step (then it is one rank of the run).
+
+    srun's tasks carry SLURM_STEP_ID; a batch script (or an salloc shell) has SLURM_NTASKS and SLURM_PROCID
+    too but no step: there the process is alone and launches its ranks itself."""
+    return "SLURM_STEP_ID" in env and env.get("SLURM_NTASKS", "1") not in ("", "1")
 
 
 def first_host(nodelist: str) -> str:

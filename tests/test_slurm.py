@@ -193,7 +193,7 @@ def test_a_broken_slurm_environment_is_one_line_and_exit_2(env, expected):
     r = subprocess.run(
         [sys.executable, "-m", "probes.collectives", "--device", "cpu"],
         cwd=REPO,
-        env={**base, "SLURM_JOB_ID": "7", **env},
+        env={**base, "SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -221,5 +221,7 @@ def test_rank_variables_and_host_lists():
     assert slurm.first_host("node5") == "node5" and slurm.first_host("a[001-004]-ib") == "a001-ib"
     with pytest.raises(ConfigError, match="not a Slurm host list"):
         slurm.first_host("gpu[x-y]")
-    assert slurm.under_srun(env) and not slurm.under_srun({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"})
+    assert slurm.under_srun(env) and not slurm.under_srun({**env, "SLURM_NTASKS": "1"})
+    batch_script = {k: v for k, v in env.items() if k != "SLURM_STEP_ID"}  # sbatch's script: no step
+    assert not slurm.under_srun(batch_script)
     assert slurm.job_facts({}) is None and slurm.job_facts(env)["job_id"] == "4242"
