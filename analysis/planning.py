@@ -117,7 +117,12 @@ def audit_claim(c: dict[str, Any]) -> dict[str, Any]:
     (ours,) = decode.project(hardware.profile_from_spec(spec), q, [c["batch"]])
     bound, proj, claimed = _metric(ideal, c["counts"]), _metric(ours, c["counts"]), c["claimed_tokens_per_s"]
     out = {"name": c["name"], "claimed": claimed, "bound": bound, "projected": proj, "counts": c["counts"]}
-    if claimed > bound:
+    if not ideal.get("fits", True):  # the weights and this many requests' KV cache exceed the GPUs' memory
+        out["verdict"] = "impossible"
+        out["why"] = (
+            f"batch {c['batch']} does not fit: memory holds the KV cache of {ideal['max_concurrency']} requests"
+        )
+    elif claimed > bound:
         out["verdict"] = "impossible"
         out["why"] = _why_impossible(spec, q, c, ideal, claimed / bound)
     elif claimed > OPTIMISTIC * proj:

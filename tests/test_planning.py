@@ -211,3 +211,20 @@ def test_fleet_flags_the_slow_node_among_five_real_runs(tmp_path, capsys):
     assert analysis_main(["fleet", *folders]) == 0
     captured = capsys.readouterr()
     assert "fleet median" in captured.out and "skipped" in captured.err
+
+
+def test_a_claim_at_a_batch_that_does_not_fit_is_impossible():
+    claim = {
+        "name": "x",
+        "model": "llama-3.1-8b",
+        "gpu": "h100-sxm5-80gb",
+        "dtype": "bf16",
+        "tp": 1,
+        "batch": 100_000_000,
+        "input_len": 128,
+        "output_len": 128,
+        "counts": "output",
+        "claimed_tokens_per_s": 500.0,
+    }
+    r = planning.audit_claim(claim)
+    assert r["verdict"] == "impossible" and "batch 100000000 does not fit" in r["why"]
