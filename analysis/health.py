@@ -35,6 +35,7 @@ class DeviceHealth:
     not_checked: list[str] = field(default_factory=list)
     sustained_flop_per_s: float | None = None
     sm_clock_mhz: float | None = None
+    memory_bytes_per_s: float | None = None  # the DRAM copy headline of the device, else its memory test
 
     def flag(self, severity: str, reason: str) -> None:
         self.reasons.append(f"{severity}: {reason}")
@@ -59,6 +60,10 @@ def judge(doc: dict[str, Any]) -> list[DeviceHealth]:
     """One verdict per device the health probe ran on (none when it did not run)."""
     found = health_measurements(doc)
     out = [_judge_device(device, ms) for device, ms in found.items()]
+    copy = {r["device"]: r["value"] for r in doc.get("summary", []) if r.get("name") == "dram_copy_torch"}
+    for d in out:
+        mem = found[d.device].get("memtest") or {}
+        d.memory_bytes_per_s = copy.get(d.device) or (mem.get("value") if mem.get("status") == "ok" else None)
     _peers(out)
     return out
 
@@ -164,10 +169,12 @@ def _judge_nvml(h: DeviceHealth, before: dict[str, Any], after: dict[str, Any], 
 
 
 def _peers(devices: list[DeviceHealth]) -> None:
-    """Identical GPUs of one node should agree: flag one outside the node's robust band."""
+    """Identical GPUs of one node should agree: flag one whose sustained TFLOPS, SM clock or memory bandwidth
+    sits outside the node's robust band."""
     for attr, label, unit, scale in (
         ("sustained_flop_per_s", "sustained", "TFLOPS", 1e12),
         ("sm_clock_mhz", "SM clock", "MHz", 1.0),
+        ("memory_bytes_per_s", "memory bandwidth", "GB/s", 1e9),
     ):
         values = {d.device: getattr(d, attr) for d in devices if getattr(d, attr)}
         if len(values) < 3:

@@ -249,3 +249,14 @@ def test_throttle_seconds_count_each_reason_and_skip_what_nvml_cannot_say():
         {"t_s": 3.5, "throttle_reasons": ["hw_thermal_slowdown", "sw_power_cap"]},
     ]
     assert health._throttled_seconds(timeline) == {"hw_thermal_slowdown": 2.5, "sw_power_cap": 1.5}
+
+
+def test_a_gpu_whose_memory_bandwidth_lags_its_peers_is_flagged():
+    doc = soak_doc({"cuda:0": 740, "cuda:1": 741, "cuda:2": 739, "cuda:3": 740})
+    doc["summary"] = [
+        {"name": "dram_copy_torch", "device": f"cuda:{i}", "value": v}
+        for i, v in enumerate((3.0e12, 3.01e12, 2.99e12, 2.2e12))
+    ]
+    verdicts = {v.device: v for v in judge(doc)}
+    assert [verdicts[f"cuda:{i}"].verdict for i in range(4)] == ["pass", "pass", "pass", "fail"]
+    assert "memory bandwidth 2200 GB/s vs node median 2995 GB/s" in verdicts["cuda:3"].reasons[0]
