@@ -278,6 +278,9 @@ STEPS = {"walking_ones": 32, "address": 1, "random": 2}
 def memtest(ctx: Context, device: torch.device) -> Measurement:
     """Write and verify every pattern over a fraction of the free memory; count and locate mismatches."""
     hc = ctx.cfg.health
+    if device.type == "cuda":  # the soak's blocks, still cached by torch, count as free memory to test
+        with device_context(device):
+            torch.cuda.empty_cache()
     words = int(hc.memory_fraction * free_memory_bytes(device)) // 4
     if hc.memory_max_bytes:
         words = min(words, hc.memory_max_bytes // 4)
@@ -309,6 +312,8 @@ def memtest(ctx: Context, device: torch.device) -> Measurement:
                             bad += [4 * (lo + int(i)) for i in wrong.nonzero().flatten()[:room].tolist()]
                     moved += 2 * words * 4
             del buf
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     except Exception as exc:
         if device.type == "cuda":
             torch.cuda.empty_cache()
