@@ -139,3 +139,15 @@ def test_documents_honour_the_umask(tmp_path, umask):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
     finally:
         os.umask(old)
+
+
+def test_a_document_written_from_serialized_measurements_is_the_same_document(tmp_path):
+    from analysis.rundoc import measurement_text
+
+    doc = make_doc()
+    whole = json.loads(write_atomic(doc, tmp_path / "a.json").read_text())
+    texts = [measurement_text(m) for m in doc["measurements"]]
+    pieces = json.loads(write_atomic(doc, tmp_path / "b.json", texts, durable=False).read_text())
+    assert pieces == whole and load(tmp_path / "b.json")["measurements"] == whole["measurements"]
+    empty = json.loads(write_atomic({**doc, "measurements": []}, tmp_path / "c.json", []).read_text())
+    assert empty["measurements"] == []
