@@ -49,26 +49,16 @@ def finite_float(text: str) -> float:
     return v
 
 
-def positive_float(text: str) -> float:
-    v = finite_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
-    return v
+def bounded(parse: Callable[[str], Any], ok: Callable[[Any], bool], why: str) -> Callable[[str], Any]:
+    """An argparse type: `parse`, then refuse a value `ok` rejects with "'TEXT': why"."""
 
+    def check(text: str) -> Any:
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: {why}")
+        return value
 
-def nonneg_float(text: str) -> float:
-    v = finite_float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return v
-
-
-def percent(text: str) -> float:
-    """A percentage in [0, 100]: above 100 a drop could never count."""
-    v = nonneg_float(text)
-    if v > 100:
-        raise argparse.ArgumentTypeError(f"{text!r}: a percentage is 0..100")
-    return v
+    return check
 
 
 def _int(text: str) -> int:
@@ -78,18 +68,11 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def positive_int(text: str) -> int:
-    v = _int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return v
-
-
-def nonneg_int(text: str) -> int:
-    v = _int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return v
+positive_float = bounded(finite_float, lambda v: v > 0, "must be greater than 0")
+nonneg_float = bounded(finite_float, lambda v: v >= 0, "must be 0 or more")
+percent = bounded(nonneg_float, lambda v: v <= 100, "a percentage is 0..100")  # above 100 no drop counts
+positive_int = bounded(_int, lambda v: v >= 1, "must be at least 1")
+nonneg_int = bounded(_int, lambda v: v >= 0, "must be 0 or more")
 
 
 def int_list(text: str) -> list[int]:

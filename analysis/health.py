@@ -24,7 +24,6 @@ HEAT = ("sw_thermal_slowdown", "hw_thermal_slowdown", "hw_slowdown", "hw_power_b
 THROTTLED = (0.05, 0.25)  # warn, fail: fraction of the soak throttled by HEAT reasons
 DROP = (0.10, 0.25)  # warn, fail: 1 - sustained / first windows
 PEER_BAND, PEER_FAIL = 0.05, 0.20  # outlier band floor; below the node median by more than this fails
-NA = "not available"
 
 
 @dataclass

@@ -146,21 +146,10 @@ def markdown(doc: dict[str, Any], doc_path: Path, out_path: Path) -> str:
         lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in s.rows]
         lines += [""] + [f"- {_md(n)}" for n in s.notes] + ([""] if s.notes else [])
     for png in images(doc_path):
-        rel = (
-            Path(png).resolve().relative_to(out_path.resolve().parent)
-            if _under(png, out_path.parent)
-            else png
-        )
+        folder = out_path.resolve().parent
+        rel = png.resolve().relative_to(folder) if png.resolve().is_relative_to(folder) else png
         lines += [f"![{png.stem}]({rel})", ""]
     return "\n".join(lines)
-
-
-def _under(p: Path, folder: Path) -> bool:
-    try:
-        p.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1b1f24}

@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 
 from analysis.cli import (
+    EXIT_BAD_INPUT,
     ArgumentParser,
     BadInput,
+    bounded,
     check_output_dir,
     guard,
     nonneg_int,
@@ -32,7 +34,8 @@ from analysis.cli import (
 from probes import REGISTRY
 from probes.config import ConfigError, RunConfig, load_config
 from probes.interrupt import as_interrupts, describe, exit_code
-from probes.runner import EXIT_BAD_INPUT, run
+from probes.runner import run
+from probes.sections import MAX_MEMORY_FRACTION
 
 
 def parse_args(argv: list[str] | None, prog: str = "python -m probes.all") -> argparse.Namespace:
@@ -141,11 +144,9 @@ def select_probes(cfg: RunConfig, only: list[str], skip: list[str]) -> list[str]
     return result
 
 
-def memory_fraction(text: str) -> float:
-    v = positive_float(text)
-    if v > 0.95:
-        raise argparse.ArgumentTypeError(f"{text!r}: at most 0.95 (the driver and the soak need the rest)")
-    return v
+memory_fraction = bounded(
+    positive_float, lambda v: v <= MAX_MEMORY_FRACTION, "at most 0.95 (the driver and the soak need the rest)"
+)
 
 
 def with_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
@@ -166,11 +167,7 @@ def check_out_dir(out: str) -> Path:
         raise ConfigError(str(exc)) from None
 
 
-def port_number(text: str) -> int:
-    value = nonneg_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1..65535 (0: a free one)")
-    return value
+port_number = bounded(nonneg_int, lambda v: v <= 65535, "a port is 1..65535 (0: a free one)")
 
 
 def main(argv: list[str] | None = None) -> int:

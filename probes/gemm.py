@@ -27,7 +27,7 @@ import torch
 from analysis import specs
 from analysis.headline import dtype_family
 from probes import quant
-from probes.config import MATMUL_DTYPES
+from probes.sections import MATMUL_DTYPES
 from probes.verify import compare
 
 CHECK_ROWS, CHECK_COLS = 64, 256  # sampled for big problems; first and last always included

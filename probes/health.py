@@ -35,7 +35,7 @@ from analysis.headline import Headline
 from analysis.rundoc import Measurement, error_line
 from probes.context import Context, skipped
 from probes.device import device_context, free_memory_bytes
-from probes.nvml import NA, Nvml, _mw_to_w, throttle_reasons
+from probes.nvml import NA, Nvml, mw_to_w, read_sample
 from probes.timing import synchronize
 
 NAME = "health"
@@ -91,8 +91,8 @@ def snapshot(nv: Nvml, handle: Any) -> dict[str, Any]:
         if isinstance(remap, (list, tuple))
         else NA,
         "pcie": pcie(nv, handle),
-        "power_limit_enforced_w": _mw_to_w(nv.call("nvmlDeviceGetEnforcedPowerLimit", handle)),
-        "power_limit_default_w": _mw_to_w(nv.call("nvmlDeviceGetPowerManagementDefaultLimit", handle)),
+        "power_limit_enforced_w": mw_to_w(nv.call("nvmlDeviceGetEnforcedPowerLimit", handle)),
+        "power_limit_default_w": mw_to_w(nv.call("nvmlDeviceGetPowerManagementDefaultLimit", handle)),
         "persistence_mode": nv.call("nvmlDeviceGetPersistenceMode", handle),
         "mig_mode": mig[0] if isinstance(mig, (list, tuple)) else mig,
     }
@@ -110,15 +110,7 @@ def pcie(nv: Nvml, handle: Any) -> dict[str, Any]:
 
 def sample(nv: Nvml, handle: Any) -> dict[str, Any]:
     """Clocks, power, temperature and clock-event reasons now (empty without NVML)."""
-    if handle is None:
-        return {}
-    return {
-        "sm_clock_mhz": nv.call("nvmlDeviceGetClockInfo", handle, nv.const("NVML_CLOCK_SM", 1)),
-        "memory_clock_mhz": nv.call("nvmlDeviceGetClockInfo", handle, nv.const("NVML_CLOCK_MEM", 2)),
-        "power_w": _mw_to_w(nv.call("nvmlDeviceGetPowerUsage", handle)),
-        "temperature_c": nv.call("nvmlDeviceGetTemperature", handle, nv.const("NVML_TEMPERATURE_GPU", 0)),
-        "throttle_reasons": throttle_reasons(nv, handle),
-    }
+    return {} if handle is None else read_sample(nv, handle)
 
 
 class XidWatch:

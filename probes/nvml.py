@@ -92,7 +92,7 @@ def throttle_reasons(nvml: Nvml, handle: Any) -> list[str] | str:
     return [name for const, name in _THROTTLE_NAMES.items() if mask & nvml.const(const, 0)]
 
 
-def _mw_to_w(v: Any) -> Any:
+def mw_to_w(v: Any) -> Any:
     return v / 1000.0 if isinstance(v, (int, float)) else NA
 
 
@@ -137,8 +137,8 @@ def nvml_device_info(nvml: Nvml, handle: Any) -> dict[str, Any]:
         "pcie_width_current": nvml.call("nvmlDeviceGetCurrPcieLinkWidth", handle),
         "pcie_width_max": nvml.call("nvmlDeviceGetMaxPcieLinkWidth", handle),
         "nvlink": _nvlink(nvml, handle),
-        "power_limit_w": _mw_to_w(nvml.call("nvmlDeviceGetPowerManagementLimit", handle)),
-        "power_limit_enforced_w": _mw_to_w(nvml.call("nvmlDeviceGetEnforcedPowerLimit", handle)),
+        "power_limit_w": mw_to_w(nvml.call("nvmlDeviceGetPowerManagementLimit", handle)),
+        "power_limit_enforced_w": mw_to_w(nvml.call("nvmlDeviceGetEnforcedPowerLimit", handle)),
         "ecc_mode": {"current": bool(ecc[0]), "pending": bool(ecc[1])}
         if isinstance(ecc, (list, tuple))
         else NA,
@@ -184,6 +184,17 @@ def _nvlink(nvml: Nvml, handle: Any) -> dict[str, Any] | str:
     return {"links": links, "active_links": len(active), "generation": gens.pop() if len(gens) == 1 else NA}
 
 
+def read_sample(nv: Nvml, handle: Any) -> dict[str, Any]:
+    """SM and memory clocks, power, temperature and clock-event reasons of one GPU now."""
+    return {
+        "sm_clock_mhz": nv.call("nvmlDeviceGetClockInfo", handle, nv.const("NVML_CLOCK_SM", 1)),
+        "memory_clock_mhz": nv.call("nvmlDeviceGetClockInfo", handle, nv.const("NVML_CLOCK_MEM", 2)),
+        "power_w": mw_to_w(nv.call("nvmlDeviceGetPowerUsage", handle)),
+        "temperature_c": nv.call("nvmlDeviceGetTemperature", handle, nv.const("NVML_TEMPERATURE_GPU", 0)),
+        "throttle_reasons": throttle_reasons(nv, handle),
+    }
+
+
 class TelemetrySampler:
     """Samples SM clock, power, temperature and throttle reasons in a background thread during a case.
 
@@ -198,14 +209,7 @@ class TelemetrySampler:
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> dict[str, Any]:
-        nv, h = self.nvml, self.handle
-        return {
-            "t_s": time.perf_counter(),
-            "sm_clock_mhz": nv.call("nvmlDeviceGetClockInfo", h, nv.const("NVML_CLOCK_SM", 1)),
-            "power_w": _mw_to_w(nv.call("nvmlDeviceGetPowerUsage", h)),
-            "temperature_c": nv.call("nvmlDeviceGetTemperature", h, nv.const("NVML_TEMPERATURE_GPU", 0)),
-            "throttle_reasons": throttle_reasons(nv, h),
-        }
+        return {"t_s": time.perf_counter(), **read_sample(self.nvml, self.handle)}
 
     def _loop(self) -> None:
         while not self._stop.is_set():

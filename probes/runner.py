@@ -29,8 +29,6 @@ from analysis.rundoc import (
 from probes import REGISTRY
 from probes.config import REPO_ROOT, RunConfig
 
-EXIT_BAD_INPUT = 2
-
 
 def tool_info() -> dict[str, Any]:
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from analysis.cli import EXIT_BAD_INPUT
 from analysis.rundoc import Measurement, error_line
 from probes import slurm
 from probes.all import check_out_dir, parse_args, probe_main
@@ -27,7 +28,7 @@ from probes.device import resolve_devices
 from probes.interrupt import as_interrupts, describe, exit_code
 from probes.nvml import Nvml
 from probes.ranks import NAME, Launch, tag_plateau, worker
-from probes.runner import EXIT_BAD_INPUT, RunRecord, print_outputs
+from probes.runner import RunRecord, print_outputs
 
 
 def under_torchrun() -> bool:
