@@ -19,7 +19,6 @@ from analysis.cli import (
     check_output_file,
     guard,
     int_list,
-    nonneg_float,
     percent,
     positive_int,
 )
@@ -91,46 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--csv", type=Path, default=None, help="published rows (default: the bundled set)")
     bt.add_argument("--half", choices=["all", "fit", "holdout"], default="all")
     bt.add_argument("--json", action="store_true", help="print the rows as JSON")
-    proj = sub.add_parser("project", help="project LLM decode throughput on a measured or spec-sheet GPU")
-    src = proj.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=Path, help="a run document: measured and fitted ceilings")
-    src.add_argument("--gpu", help="a spec-database key (e.g. h100-sxm5-80gb): sheet x default efficiencies")
-    proj.add_argument(
-        "--ideal", action="store_true", help="with --gpu: 100%% of the sheet, the physical bound"
-    )
-    proj.add_argument("--model", required=True, help="bundled model name or a config.json path")
-    proj.add_argument(
-        "--dtype",
-        default="bf16",
-        help="weight format: fp32, bf16, fp16, fp8 (W8A8), int8 (W8A8), int8-wo, int4-wo (weight-only)",
-    )
-    proj.add_argument(
-        "--group-size",
-        type=positive_int,
-        default=128,
-        help="int4-wo: weights per scale and zero (32, 64, 128, 256)",
-    )
-    proj.add_argument(
-        "--kv-dtype",
-        default=None,
-        help="KV cache: fp32, bf16, fp16, fp8, int8 (default: the activation dtype, bf16 for quantized weights)",
-    )
-    proj.add_argument(
-        "--launch",
-        default=None,
-        help="eager (PyTorch, the default), graph (CUDA graphs), native (a C++ engine without graphs)",
-    )
-    proj.add_argument(
-        "--cuda-graphs",
-        action="store_true",
-        help="a serving engine: kernels graph-captured and fused (per-kernel cost, not eager launch)",
-    )
-    proj.add_argument("--tp", type=positive_int, default=1)
-    proj.add_argument("--batch", type=int_list, default="1,8,32", help="comma-separated batch sizes")
-    proj.add_argument("--input-len", type=positive_int, default=1024)
-    proj.add_argument("--output-len", type=positive_int, default=256)
-    proj.add_argument("--price-per-gpu-hour", type=nonneg_float, default=None)
-    proj.add_argument("--json", action="store_true", help="print the rows as JSON")
+    bt.add_argument("--rows", action="store_true", help="print every row before the summaries")
+    from analysis.project import add_parser as add_project
+
+    add_project(sub)
     args = ap.parse_args(argv)
     return guard(lambda: _run(args))
 
@@ -353,44 +316,13 @@ def _compare(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     from analysis.decode_report import backtest_command
 
-    return backtest_command(args.csv, args.half, args.json)
+    return backtest_command(args.csv, args.half, args.json, args.rows)
 
 
 def _project(args: argparse.Namespace) -> int:
-    import json
+    from analysis.project import run
 
-    from analysis import decode, formats, hardware, specs
-    from analysis.models import load_model
-
-    if args.ideal and not args.gpu:
-        raise formats.ProjectionError("--ideal needs --gpu (a run document is measured, not ideal)")
-    model = load_model(args.model)
-    hw = (
-        hardware.profile_from_run(load(args.run), args.run.name)
-        if args.run
-        else hardware.profile_from_spec(specs.get(args.gpu), args.ideal)
-    )
-    q = formats.Query(
-        model,
-        args.dtype,
-        args.kv_dtype,
-        args.tp,
-        args.input_len,
-        args.output_len,
-        args.price_per_gpu_hour,
-        group_size=args.group_size,
-        launch="graph" if args.cuda_graphs else (args.launch or "eager"),
-    )
-    rows = decode.project(hw, q, args.batch)
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    from rich.console import Console
-
-    from analysis.decode_report import print_projection
-
-    print_projection(hw, q, rows, Console() if sys.stdout.isatty() else Console(width=140))
-    return 0
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,19 @@ ranks, at batch B and context S:
                 small-M fraction) or FLOPs / (peak x efficiency), whichever is longer
     attention   reads K and V: B x S x 2 x kv_heads/t x head_dim x KV bytes, at the attention bandwidth the
                 node measured (decode probe), else bandwidth x the attention fraction
-    small ops   norms, RoPE, cache writes, activation: ops per layer x the per-op overhead (eager launch or
-                dispatch; per kernel inside a CUDA graph with --cuda-graphs, where engines also fuse them)
+    small ops   norms, RoPE, cache writes, activation: the engine's small kernels per layer x the per-op cost
+                of its launch mode (eager: launch and dispatch, measured inside real steps where a run has it;
+                native: a C++ runtime's launches; graph: per kernel inside a CUDA graph)
     all-reduce  two per layer of B x hidden x 2 bytes: the measured curve, else latency + bytes x 2(t-1)/t / busbw
+                (an engine's custom one-shot all-reduce sets the latency over NVLink / xGMI)
 and once per step the LM head GEMM (weight-only, fp8 and int8 models keep it in bf16, as serving engines do),
-the final norm and sampling (ops_head x overhead, B x vocab logits read). Every GEMM also pays at least one
-op's overhead (a launch that outlasts a tiny kernel). MoE: every touched expert's weights are read once;
-tokens split across them. The step's split is reported: weights (memory-bound GEMMs), KV/attention, compute
-(compute-bound GEMMs), overhead, communication.
+the final norm and sampling (the engine's head kernels, B x vocab logits read). Every GEMM also pays at least
+one op's cost (a launch that outlasts a tiny kernel). MoE: every touched expert's weights are read once; tokens
+split across them. Then the engine's host time per step (analysis/engines.py: scheduler, input preparation,
+sampler, detokeniser, Python), added, or only what exceeds the kernels where the engine overlaps it. The GEMM
+kernel per weight format is the engine's (Marlin, AWQ, GGML, ExLlama; engines.toml), q/k/v and gate/up
+separate where the engine launches them so. The step's split is reported: weights (memory-bound GEMMs),
+KV/attention, compute (compute-bound GEMMs), overhead, communication, host.
 
     output tok/s  = B / step time
     serving total = B x (in + out) / (prefill time + out x step time at the mean context)   (vLLM's count)
@@ -27,16 +32,17 @@ int8. Hardware profiles: `--run RUN.json` (measured: every part above that the r
 `--gpu KEY` (the sheet x the database's published microbenchmark fractions: analysis/data/gpus.toml
 [decode]) or `--gpu KEY --ideal` (100 % of the sheet, no overheads: the bound no real system reaches).
 
-    python -m analysis project --gpu h100-sxm5-80gb --model llama-3.1-8b --dtype int4-wo --cuda-graphs
+    python -m analysis project --gpu h100-sxm5-80gb --model llama-3.1-8b --dtype int4-wo --engine vllm@0.5.3
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from analysis.engines import Engine, gemm_kernels
 from analysis.formats import (
     ELEMENT_BYTES,
     ProjectionError,
@@ -46,10 +52,10 @@ from analysis.formats import (
     head_format,
     weight_bytes,
 )
-from analysis.formulas import gemm_flops
+from analysis.formulas import gemm_flops, interp_log_x
 from analysis.hardware import HardwareProfile
 from analysis.headline import compute_family
-from analysis.models import decode_linears, experts_touched, parameter_count
+from analysis.models import Linear, ModelConfig, decode_linears, experts_touched, parameter_count
 
 MEMORY_RESERVE = 0.10  # of device memory kept for activations, the CUDA context and fragmentation
 
@@ -64,6 +70,7 @@ class Step:
     comm_s: float
     weight_bytes: float
     kv_bytes: float
+    host_s: float = 0.0  # the engine's host time per step that the GPU waits for (scheduler, sampler, Python)
 
     @property
     def memory_s(self) -> float:
@@ -76,20 +83,37 @@ class Step:
             "compute": self.compute_s,
             "overhead": self.overhead_s,
             "communication": self.comm_s,
+            "host": self.host_s,
         }
         return max(parts, key=lambda k: parts[k])
 
 
 def gemm_seconds(
-    hw: HardwareProfile, m: int, n: int, k: int, q: Query, fmt: str | None = None
+    hw: HardwareProfile,
+    m: int,
+    n: int,
+    k: int,
+    q: Query,
+    fmt: str | None = None,
+    kernel: str | None = None,
 ) -> tuple[float, bool]:
-    """Time of one GEMM at M = m in `fmt` (the query's weight format), and whether its bytes term set it."""
+    """Time of one GEMM at M = m in `fmt` (the query's weight format), and whether its bytes term set it.
+
+    `kernel`: an engine's own GEMM kernel class for the format (engines.toml [gemm_kernels]); None runs the
+    dense library's kernel, which is what the node measured."""
     fmt = fmt or q.weight_dtype
     act = ELEMENT_BYTES[activation_dtype(fmt)]
     flops = gemm_flops(m, n, k)
-    nbytes = m * k * act + n * k * weight_bytes(fmt, q.group_size) + m * n * act
+    spec = gemm_kernels()[kernel] if kernel is not None else None
+    per_weight = (
+        weight_bytes(fmt, q.group_size, spec.group_bytes) if spec else weight_bytes(fmt, q.group_size)
+    )
+    nbytes = m * k * act + n * k * per_weight + m * n * act
     mem_s = nbytes / hw.bandwidth_bytes_per_s
     comp_s = flops / hw.compute(compute_family(fmt))
+    if spec is not None:
+        fraction = interp_log_x(spec.fraction, m)
+        return hw.gemm_latency_s + max(mem_s, comp_s) / fraction, mem_s >= comp_s
     pts = hw.measured_gemm.get((n, k, fmt))
     if pts and pts[0][0] <= m <= pts[-1][0]:
         return _interp_log(pts, m), mem_s >= comp_s  # measured on this node: small-M inefficiency included
@@ -106,23 +130,39 @@ def _interp_log(pts: list[tuple[int, float]], x: float) -> float:
     return pts[0][1]
 
 
+def engine_linears(cfg: ModelConfig, tp: int, engine: Engine) -> list[Linear]:
+    """The GEMMs of a step as the engine launches them: fused QKV and gate/up, or split (llama.cpp, HF)."""
+    out = []
+    heads, kv = cfg.heads // tp, max(1, cfg.kv_heads // tp)
+    for lin in decode_linears(cfg, tp):
+        if lin.op == "qkv" and engine.split_qkv:
+            hd = cfg.head_dim
+            out += [replace(lin, op="q", n=heads * hd), replace(lin, op="k", n=kv * hd)]
+            out.append(replace(lin, op="v", n=kv * hd))
+        elif lin.op == "gate_up" and engine.split_gate_up:
+            out += [replace(lin, op="gate", n=lin.n // 2), replace(lin, op="up", n=lin.n // 2)]
+        else:
+            out.append(lin)
+    return out
+
+
 def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step:
-    cfg, t = q.model, q.tp
-    op_s = hw.op_seconds.get(q.launch, 0.0)
-    ops_layer = (
-        q.ops_per_layer if q.ops_per_layer is not None else hw.kernels.get(f"ops_per_layer_{q.launch}", 0)
-    )
-    ops_head = q.ops_head if q.ops_head is not None else hw.kernels.get(f"ops_head_{q.launch}", 0)
+    cfg, t, e = q.model, q.tp, q.run_engine
+    op_s = hw.op_s(e.launch, batch, e.op_seconds)
+    ops_layer = q.ops_per_layer if q.ops_per_layer is not None else e.small_ops_per_layer
+    ops_head = q.ops_head if q.ops_head is not None else e.small_ops_head
+    if e.fp8_activation_quant and q.weight_dtype == "fp8":
+        ops_layer += 4  # a per-token quantisation kernel before each of the layer's fp8 GEMMs
     weights_s = comp_s = overhead_s = weight_total = 0.0
-    for lin in decode_linears(cfg, t):
+    for lin in engine_linears(cfg, t, e):
         fmt = head_format(q.weight_dtype) if lin.op == "lm_head" else q.weight_dtype
-        if lin.op in ("gate_up", "down") and cfg.experts > 1:
+        if lin.op in ("gate_up", "gate", "up", "down") and cfg.experts > 1:
             # every touched expert's weights are read once; each token runs k experts' FLOPs
             count = experts_touched(cfg, batch) * cfg.layers
             m = max(1, round(batch * cfg.experts_per_token / experts_touched(cfg, batch)))
         else:
             count, m = lin.per_step, batch
-        s, is_mem = gemm_seconds(hw, m, lin.n, lin.k, q, fmt)
+        s, is_mem = gemm_seconds(hw, m, lin.n, lin.k, q, fmt, e.kernel(fmt))
         floor = max(s, op_s)  # a kernel shorter than its launch waits for the launch
         overhead_s += count * (floor - s)
         weight_total += count * lin.n * lin.k * weight_bytes(fmt, q.group_size)
@@ -136,26 +176,38 @@ def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step
     kv_s = cfg.layers * max(hw.attention_s(q.kv, kv_layer, attn_flops, context), op_s)
     logits = batch * cfg.vocab / t * 4.0  # fp32 logits written, then read by sampling
     overhead_s += (cfg.layers * ops_layer + ops_head) * op_s + logits / hw.bandwidth_bytes_per_s
-    comm_s = 2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t)
-    total = weights_s + kv_s + comp_s + overhead_s + comm_s
-    return Step(total, weights_s, kv_s, comp_s, overhead_s, comm_s, weight_total, kv_layer * cfg.layers)
+    comm_s = 2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t, e.custom_allreduce_s)
+    kernels_s = weights_s + kv_s + comp_s + overhead_s + comm_s
+    host = 0.0 if hw.ideal else e.host_seconds(batch, t)
+    host_s = max(0.0, host - kernels_s) if e.overlap else host
+    return Step(
+        kernels_s + host_s,
+        weights_s,
+        kv_s,
+        comp_s,
+        overhead_s,
+        comm_s,
+        weight_total,
+        kv_layer * cfg.layers,
+        host_s,
+    )
 
 
 def prefill_s(hw: HardwareProfile, q: Query, batch: int) -> float:
     """Prefill of `batch` prompts of input_len tokens: each GEMM at M = batch x input_len, causal attention."""
-    cfg, t, n_tok = q.model, q.tp, batch * q.input_len
+    cfg, t, n_tok, e = q.model, q.tp, batch * q.input_len, q.run_engine
     total = 0.0
-    for lin in decode_linears(cfg, t):
+    for lin in engine_linears(cfg, t, e):
         per = (
             cfg.layers * cfg.experts_per_token
-            if lin.op in ("gate_up", "down") and cfg.experts > 1
+            if lin.op in ("gate_up", "gate", "up", "down") and cfg.experts > 1
             else lin.per_step
         )
         m = n_tok if lin.op != "lm_head" else batch  # only the last position of each prompt needs logits
         fmt = head_format(q.weight_dtype) if lin.op == "lm_head" else q.weight_dtype
-        total += per * gemm_seconds(hw, m, lin.n, lin.k, q, fmt)[0]
+        total += per * gemm_seconds(hw, m, lin.n, lin.k, q, fmt, e.kernel(fmt))[0]
     total += batch * 2 * q.input_len**2 * (cfg.heads // t) * cfg.head_dim * cfg.layers / hw.compute("bf16")
-    total += 2 * cfg.layers * hw.allreduce_s(n_tok * cfg.hidden * 2.0, t)
+    total += 2 * cfg.layers * hw.allreduce_s(n_tok * cfg.hidden * 2.0, t, e.custom_allreduce_s)
     return total
 
 
@@ -221,7 +273,9 @@ def project(hw: HardwareProfile, q: Query, batches: list[int]) -> list[dict[str,
             "compute_seconds": step.compute_s,
             "overhead_seconds": step.overhead_s,
             "communication_seconds": step.comm_s,
+            "host_seconds": step.host_s,
             "memory_seconds": step.memory_s,
+            "engine": q.run_engine.label,
             "cost_per_million_output_tokens": (
                 cost_per_million_tokens(q.price_per_gpu_hour, q.tp, out_tps)
                 if q.price_per_gpu_hour is not None

@@ -1,15 +1,17 @@
-"""What a decode projection is asked: weight formats, KV dtypes, launch modes, and the Query itself.
+"""What a decode projection is asked: weight formats, KV dtypes, the serving engine, and the Query itself.
 
 Weight formats: fp32, bf16, fp16, fp8 (W8A8), int8 (W8A8), int8-wo and int4-wo (weight-only, bf16
 activations; int4 carries a bf16 scale and zero per `group_size` weights). KV cache: fp32, bf16, fp16, fp8,
-int8. Launch modes: eager (PyTorch), graph (CUDA graphs), native (a C++ engine without graphs).
+int8. The engine (analysis/engines.py) decides the launch mode (eager PyTorch, CUDA graphs, a C++ runtime's
+native launches), the kernels and the host time per step; `launch` overrides its launch mode.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from analysis.cli import BadInput
+from analysis.engines import LAUNCH_MODES, Engine, resolve
 from analysis.headline import compute_family
 from analysis.models import ModelConfig
 
@@ -18,16 +20,17 @@ KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 BYTES_PER_WEIGHT = {**ELEMENT_BYTES, "int8-wo": 1.0, "int4-wo": 0.5}  # before scales
 GROUP_SIZES = (32, 64, 128, 256)
-LAUNCH_MODES = ("eager", "graph", "native")
 
 
 class ProjectionError(BadInput):
     """Inputs that cannot be projected (TP not dividing heads, batch <= 0, a run without the figures)."""
 
 
-def weight_bytes(fmt: str, group_size: int = 128) -> float:
-    """Bytes per weight read, scales included: int4-wo adds a bf16 scale and zero per group."""
-    return BYTES_PER_WEIGHT[fmt] + (4.0 / group_size if fmt == "int4-wo" else 0.0)
+def weight_bytes(fmt: str, group_size: int = 128, group_bytes: float = 4.0) -> float:
+    """Bytes per weight read, scales included: int4-wo adds `group_bytes` per group (torch's int4 layout: a
+    bf16 scale and zero, 4 bytes; GGML's Q4_0 and MLC's q4f16: an fp16 scale, 2; AWQ / GPTQ: fp16 scale and
+    a 4-bit zero, 2.5)."""
+    return BYTES_PER_WEIGHT[fmt] + (group_bytes / group_size if fmt == "int4-wo" else 0.0)
 
 
 def activation_dtype(fmt: str) -> str:
@@ -49,12 +52,18 @@ class Query:
     output_len: int = 256
     price_per_gpu_hour: float | None = None
     group_size: int = 128
-    ops_per_layer: int | None = None  # small ops per layer; None: the database's count for the launch mode
+    ops_per_layer: int | None = None  # small ops per layer; None: the engine's count
     ops_head: int | None = None
-    # how kernels are launched: "eager" (PyTorch: an aten op per kernel, Python and dispatch per op),
-    # "graph" (a serving engine's fused kernels replayed from a CUDA graph), "native" (a C++ engine's fused
-    # kernels launched one by one, e.g. llama.cpp without graphs)
-    launch: str = "eager"
+    # the serving engine (analysis/engines.py); the default is what capacity planners run (engines.toml)
+    engine: Engine = field(default_factory=resolve)
+    # overrides the engine's launch mode: "eager" (PyTorch: an aten op per kernel, Python and dispatch per
+    # op), "graph" (kernels replayed from a CUDA graph), "native" (a C++ runtime launching one by one)
+    launch: str | None = None
+
+    @property
+    def run_engine(self) -> Engine:
+        """The engine as this query runs it (its launch mode overridden where asked)."""
+        return self.engine.with_launch(self.launch)
 
     @property
     def kv(self) -> str:
@@ -79,5 +88,5 @@ def check_query(q: Query) -> None:
         raise ProjectionError(f"--group-size {q.group_size} does not divide the hidden size {q.model.hidden}")
     if q.tp < 1:
         raise ProjectionError(f"--tp {q.tp}: must be at least 1")
-    if q.launch not in LAUNCH_MODES:
+    if q.launch is not None and q.launch not in LAUNCH_MODES:
         raise ProjectionError(f"--launch {q.launch!r}: expected one of {', '.join(LAUNCH_MODES)}")

@@ -12,7 +12,8 @@ from typing import Any
 
 from analysis import specs
 from analysis.collectives import Curve, curves
-from analysis.formats import ELEMENT_BYTES, LAUNCH_MODES, ProjectionError
+from analysis.engines import LAUNCH_MODES
+from analysis.formats import ELEMENT_BYTES, ProjectionError
 from analysis.formulas import bus_bandwidth, interp_log_x
 from analysis.headline import compute_family, dtype_family, headlines
 from analysis.specs import GPUSpec
@@ -35,6 +36,11 @@ class HardwareProfile:
     # fraction of the roofline a GEMM of a format reaches at M (measured on the node, or the database's)
     gemm_fraction: Callable[[str, int], float] = field(default=lambda fmt, m: 1.0)
     op_seconds: dict[str, float] = field(default_factory=dict)  # per launch mode: seconds per small op
+    # the host time per small op of an eager step, measured inside real decode steps (probes.decode): batch ->
+    # seconds per op; where present it is the eager per-op cost (it includes the real ops' own work)
+    eager_op_by_batch: list[tuple[int, float]] = field(default_factory=list)
+    link_kind: str = "pcie"  # nvlink (or another GPU fabric: xGMI), pcie, or loopback (a CPU run)
+    ideal: bool = False  # 100 % of the sheet and no overheads or host time: the physical bound
     gemm_latency_s: float = (
         0.0  # fixed time of a GEMM kernel the node did not measure, on top of its roofline
     )
@@ -42,25 +48,37 @@ class HardwareProfile:
     # where no attention curve was measured: the fraction of the copy bandwidth decode attention reaches, by KV
     # dtype and tokens per request
     attention_fraction: Callable[[str, int], float] = field(default=lambda kv, tokens: 1.0)
-    kernels: dict[str, int] = field(default_factory=dict)  # ops_per_layer / ops_head, eager and graph
+
+    def op_s(self, launch: str, batch: int, engine_op_s: float | None = None) -> float:
+        """Seconds per small op in a launch mode at a batch: an eager engine's own published per-op cost, else
+        the eager cost measured inside real steps (probes.decode), else the mode's microbenchmark figure."""
+        if self.ideal:
+            return 0.0
+        if launch == "eager" and engine_op_s is not None:
+            return engine_op_s
+        if launch == "eager" and self.eager_op_by_batch:
+            return interp_log_x(dict(self.eager_op_by_batch), batch)
+        return self.op_seconds.get(launch, 0.0)
 
     def compute(self, family: str) -> float:
         if family in self.flop_per_s:
             return self.flop_per_s[family]
         return self.flop_per_s.get("bf16") or self.flop_per_s.get("fp16") or max(self.flop_per_s.values())
 
-    def allreduce_s(self, size_bytes: float, tp: int) -> float:
+    def allreduce_s(self, size_bytes: float, tp: int, custom_latency_s: float | None = None) -> float:
+        """One all-reduce of `size_bytes` over `tp` GPUs: the measured curve, else latency + bytes over the link
+        (an engine's custom one-shot kernel sets the latency where a GPU fabric joins the GPUs)."""
         if tp <= 1:
             return 0.0
         if self.allreduce_curve is not None and self.allreduce_curve.world_size == tp:
             return self.allreduce_curve.seconds(size_bytes)
         if not self.link_bytes_per_s:
             raise ProjectionError(f"{self.name}: no link bandwidth to run tensor parallelism over")
+        latency = self.allreduce_latency_s
+        if custom_latency_s is not None and self.link_kind == "nvlink":
+            latency = custom_latency_s
         # busbw = algbw * 2(t-1)/t  =>  t = latency + S * 2(t-1)/t / busbw
-        return (
-            self.allreduce_latency_s
-            + size_bytes * bus_bandwidth("all_reduce", 1.0, tp) / self.link_bytes_per_s
-        )
+        return latency + size_bytes * bus_bandwidth("all_reduce", 1.0, tp) / self.link_bytes_per_s
 
     def attention_s(self, kv: str, nbytes: float, flops: float, tokens: int = 4096) -> float:
         curve = self.attention.get(kv)
@@ -128,7 +146,8 @@ def profile_from_spec(spec: GPUSpec, ideal: bool = False) -> HardwareProfile:
         op_seconds={m: 0.0 for m in LAUNCH_MODES} if ideal else dict(d["op_seconds"]),
         gemm_latency_s=0.0 if ideal else d["gemm_latency_s"],
         attention_fraction=(lambda kv, tokens: 1.0) if ideal else _attention_table(d),
-        kernels=dict(d["kernels"]),
+        link_kind=link_kind,
+        ideal=ideal,
     )
 
 
@@ -154,6 +173,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
     link = curve.plateau_algbw() * bus_bandwidth("all_reduce", 1.0, curve.world_size) if curve else None
     measured: dict[tuple[int, int, str], list[tuple[int, float]]] = {}
     attn: dict[str, list[tuple[int, float]]] = {}
+    host_per_op: dict[int, list[float]] = {}  # batch -> seconds per small op inside real steps
     for m in doc.get("measurements", []):
         p = m["params"]
         if m["status"] != "ok":
@@ -162,6 +182,8 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
             measured.setdefault((p["n"], p["k"], dtype_family(p["dtype"])), []).append(
                 (p["m"], m["timing"]["stats"]["median_s"])
             )
+        if m["probe"] == "decode" and p.get("kind") == "step" and p.get("host_seconds_per_op"):
+            host_per_op.setdefault(p["batch"], []).append(p["host_seconds_per_op"])
         if m["probe"] == "decode" and p.get("kind") == "attention":
             attn.setdefault(p.get("kv_dtype", "bf16"), []).append(
                 (p["bytes_moved"], m["timing"]["stats"]["median_s"])
@@ -194,7 +216,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         op_seconds={m: ops.get(m, d["op_seconds"][m]) for m in LAUNCH_MODES},
         attention={kv: _curve("attention", kv, pts) for kv, pts in attn.items()},
         attention_fraction=_attention_table(d),
-        kernels=dict(d["kernels"]),
+        eager_op_by_batch=sorted((b, sum(v) / len(v)) for b, v in host_per_op.items()),
     )
 
 

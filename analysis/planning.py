@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis import decode, formats, hardware, specs
+from analysis import decode, engines, formats, hardware, specs
 from analysis.cli import BadInput, read_text
 from analysis.models import ModelConfigError, load_model
 
@@ -51,9 +51,10 @@ CLAIM_KEYS = {
     "claimed_tokens_per_s": (int, float),
     "counts": str,
 }
-# optional: a serving engine with CUDA graphs (the default: published claims come from vLLM, TensorRT-LLM,
-# SGLang), or eager PyTorch (false)
-OPTIONAL_CLAIM_KEYS = {"cuda_graphs": bool, "kv_dtype": str, "group_size": int}
+# optional: the serving engine (NAME or NAME@VERSION, analysis/engines.py; default: engines.toml's, a
+# graph-capturing serving engine, as published claims mostly come from vLLM, TensorRT-LLM, SGLang), and
+# cuda_graphs = false for an engine run without graphs (eager PyTorch)
+OPTIONAL_CLAIM_KEYS = {"engine": str, "cuda_graphs": bool, "kv_dtype": str, "group_size": int}
 
 
 def load_claims(path: Path) -> list[dict[str, Any]]:
@@ -88,7 +89,7 @@ def load_claims(path: Path) -> list[dict[str, Any]]:
             raise PlanningError(f"{where}: dtype must be one of {', '.join(formats.FORMATS)}")
         try:
             formats.check_query(_query(row))
-        except (formats.ProjectionError, ModelConfigError) as exc:
+        except (formats.ProjectionError, ModelConfigError, engines.EngineError) as exc:
             raise PlanningError(f"{where}: {exc}") from None
     return rows
 
@@ -102,7 +103,8 @@ def _query(c: dict[str, Any]) -> formats.Query:
         c["input_len"],
         c["output_len"],
         group_size=c.get("group_size", 128),
-        launch="graph" if c.get("cuda_graphs", True) else "eager",
+        engine=engines.resolve(c.get("engine")),
+        launch=None if c.get("cuda_graphs", True) else "eager",
     )
 
 
@@ -199,9 +201,7 @@ def parse_side(text: str) -> Side:
 def curve(
     side: Side, model: str, batches: list[int], input_len: int, output_len: int
 ) -> list[dict[str, Any]]:
-    q = formats.Query(
-        load_model(model), side.dtype, None, side.tp, input_len, output_len, side.price, launch="graph"
-    )
+    q = formats.Query(load_model(model), side.dtype, None, side.tp, input_len, output_len, side.price)
     return decode.project(side.hw, q, batches)
 
 

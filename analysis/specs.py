@@ -216,8 +216,11 @@ def decode_defaults(spec: GPUSpec | None) -> dict[str, Any]:
         "link_fraction": float(raw["link_fraction"]),
         "gemm_fraction": {fmt: dict(t) for fmt, t in raw["gemm_fraction"].items()},
         "op_seconds": dict(raw["op_seconds_by_arch"].get(arch, raw["op_seconds"])),
-        "gemm_latency_s": float(raw["gemm_latency_s"].get(arch, raw["gemm_latency_s"]["default"])),
-        "kernels": dict(raw["kernels"]),
+        "gemm_latency_s": float(
+            raw["gemm_latency_s"].get(
+                arch, raw["gemm_latency_s"].get(spec.memory if spec else "", raw["gemm_latency_s"]["default"])
+            )
+        ),
         "allreduce_latency_s": dict(raw["allreduce_latency_s"]),
         "attention_fraction": {int(k): float(v) for k, v in raw["attention_fraction"].items()},
         "attention_fp8_factor": float(raw["attention_fp8_factor"]),

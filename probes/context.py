@@ -20,7 +20,7 @@ from analysis.rundoc import Measurement, error_line
 from probes.config import RunConfig, TimingConfig
 from probes.device import device_context
 from probes.nvml import Nvml, TelemetrySampler
-from probes.timing import Agree, CacheFlush, synchronize, time_fn
+from probes.timing import Agree, CacheFlush, Split, synchronize, time_fn
 
 
 @dataclass
@@ -120,6 +120,7 @@ def _measure(
     timing: TimingConfig | None = None,
     agree: Agree | None = None,
     ops_per_call: int = 1,
+    split: Split | None = None,
 ) -> Measurement:
     m = Measurement(probe=probe, case=case, device=str(device), params=dict(params), headline=headline)
     if bytes_moved is not None:
@@ -135,7 +136,9 @@ def _measure(
                     return _fail(m, f"wrong result before timing: {problem}")
             flush = ctx.cache_flush(device) if flush_cache else None
             with TelemetrySampler(ctx.nvml, device, ctx.cfg.timing.telemetry_interval_s) as tel:
-                timing_result = time_fn(fn, device, timing or ctx.cfg.timing, flush, agree, ops_per_call)
+                timing_result = time_fn(
+                    fn, device, timing or ctx.cfg.timing, flush, agree, ops_per_call, split
+                )
             m.telemetry = tel.summary()
             m.timing = timing_result.to_dict()
             if check is not None:

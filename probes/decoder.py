@@ -25,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from analysis.formats import activation_dtype
 from analysis.models import ModelConfig
 from probes import quant
+from probes.timing import Split
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -171,31 +172,38 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torc
 
 @torch.inference_mode()
 def step(
-    model: Decoder, tokens: torch.Tensor, pos: int, with_layers: bool = True, with_head: bool = True
+    model: Decoder,
+    tokens: torch.Tensor,
+    pos: int,
+    with_layers: bool = True,
+    with_head: bool = True,
+    parts: Split | None = None,
 ) -> torch.Tensor:
     """One decode step at position `pos` for B tokens: B x vocab logits. Writes K, V at `pos` in each layer.
 
-    Without the head it returns the hidden state after the layers (the part the probe scales by layers)."""
+    Without the head it returns the hidden state after the layers (the part the probe scales by layers).
+    `parts` counts the host time spent in the GEMMs and attention, so the rest of the step can be told apart."""
+    lin, att = (parts.wrap(linear), parts.wrap(attention)) if parts is not None else (linear, attention)
     cfg = model.cfg
     b = tokens.shape[0]
     nq, nkv, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
     x = model.embed[tokens]  # [B, hidden]
     cos, sin = model.rope_cos[pos], model.rope_sin[pos]
     for i, layer in enumerate(model.layers if with_layers else []):
-        qkv = linear(rms_norm(x, layer["attn_norm"]), layer["qkv"])
+        qkv = lin(rms_norm(x, layer["attn_norm"]), layer["qkv"])
         q = qkv[:, : nq * hd].view(b, nq, 1, hd)
         k = qkv[:, nq * hd : (nq + nkv) * hd].view(b, nkv, 1, hd)
         v = qkv[:, (nq + nkv) * hd :].view(b, nkv, 1, hd)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         model.k_cache[i][:, :, pos : pos + 1] = k
         model.v_cache[i][:, :, pos : pos + 1] = v
-        attn = attention(q, model.k_cache[i][:, :, : pos + 1], model.v_cache[i][:, :, : pos + 1])
-        x = x + linear(attn.reshape(b, nq * hd), layer["o"])
-        gate, up = linear(rms_norm(x, layer["mlp_norm"]), layer["gate_up"]).chunk(2, dim=-1)
-        x = x + linear(F.silu(gate) * up, layer["down"])
+        attn = att(q, model.k_cache[i][:, :, : pos + 1], model.v_cache[i][:, :, : pos + 1])
+        x = x + lin(attn.reshape(b, nq * hd), layer["o"])
+        gate, up = lin(rms_norm(x, layer["mlp_norm"]), layer["gate_up"]).chunk(2, dim=-1)
+        x = x + lin(F.silu(gate) * up, layer["down"])
     if not with_head:
         return x
-    return rms_norm(x, model.final_norm) @ model.lm_head.t()
+    return lin(rms_norm(x, model.final_norm), model.lm_head)
 
 
 class _OpCounter(TorchDispatchMode):

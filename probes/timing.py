@@ -14,6 +14,12 @@ than it is). The mode and k are recorded in the timing block.
 
 Anything meant to measure DRAM can ask for the last-level cache to be flushed between repetitions
 (`CacheFlush`: a buffer of twice the cache, allocated once, written outside the timed window).
+
+A `Split` divides each repetition's host time in two: the time inside calls it wraps (a decode step's GEMMs and
+attention) and the rest (Python, dispatch, the small ops between them). On a CPU the rest is the small ops'
+real cost; on a GPU, where the wrapped calls return once their kernels are queued, it is the host time of
+issuing everything else, and the repetition's whole host time (`host_samples_s`) is what the step costs the
+host beside its device time.
 """
 
 from __future__ import annotations
@@ -101,6 +107,43 @@ def synchronize(device: torch.device) -> None:
             sync()
 
 
+class Split:
+    """Per repetition: host seconds inside the wrapped calls, and the repetition's whole host seconds."""
+
+    def __init__(self) -> None:
+        self.inside_s: list[float] = []
+        self.host_s: list[float] = []
+        self._inside = 0.0
+        self._t0 = 0.0
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` with the host time of each call counted as inside."""
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._inside += time.perf_counter() - t
+
+        return timed
+
+    def start(self) -> None:
+        self._inside, self._t0 = 0.0, time.perf_counter()
+
+    def stop(self) -> None:
+        self.host_s.append(time.perf_counter() - self._t0)
+        self.inside_s.append(self._inside)
+
+    def clear(self) -> None:
+        self.inside_s.clear()
+        self.host_s.clear()
+
+    def outside_s(self) -> list[float]:
+        """Host seconds of each repetition outside the wrapped calls."""
+        return [max(0.0, h - i) for h, i in zip(self.host_s, self.inside_s, strict=True)]
+
+
 class CacheFlush:
     """Evicts the last-level cache by writing a buffer twice its size; allocated once, reused every call."""
 
@@ -126,8 +169,11 @@ def time_fn(
     flush: CacheFlush | None = None,
     agree: Agree | None = None,
     ops_per_call: int = 1,
+    split: Split | None = None,
 ) -> Timing:
     """Time `fn()` on `device`: warm up by time, then repeat adaptively; see the module docstring.
+
+    `split`: records each timed repetition's host time inside and outside the calls it wraps (see Split).
 
     `ops_per_call`: `fn` runs the measured op that many times, each on its own copy of the operands (rotating
     cold weights, as a decode step streams a different weight into every GEMM); the samples and statistics
@@ -139,7 +185,7 @@ def time_fn(
     doubles as the barrier); it stops when every rank met the RSE target or any rank spent its budget.
     """
     with device_context(device):  # events record on the device's stream; Triton launches on it
-        timing = _time_fn(fn, device, cfg, flush, agree)
+        timing = _time_fn(fn, device, cfg, flush, agree, split)
     if ops_per_call == 1:
         return timing
     samples = tuple(t / ops_per_call for t in timing.samples_s)
@@ -152,6 +198,7 @@ def _time_fn(
     cfg: TimingConfig,
     flush: CacheFlush | None,
     agree: Agree | None,
+    split: Split | None = None,
 ) -> Timing:
     consensus = agree or (lambda flags: flags)
     t0 = time.perf_counter()
@@ -173,9 +220,9 @@ def _time_fn(
     while len(samples) < cfg.max_reps:
         n = min(batch, cfg.max_reps - len(samples))
         if use_events:
-            samples.extend(_event_batch(fn, n, flush, k))
+            samples.extend(_event_batch(fn, n, flush, k, split))
         else:
-            samples.extend(_host_batch(fn, device, n, flush, k))
+            samples.extend(_host_batch(fn, device, n, flush, k, split))
         if calibrating:
             # Short work: one window per repetition measures the launch gap too. Time k back-to-back
             # repetitions per window instead (nccl-tests' method), k agreed by every rank. A flushed case keeps
@@ -184,6 +231,8 @@ def _time_fn(
             (k,) = consensus([1 if flush is not None else reps_per_window(float(np.median(samples)))])
             if k > 1:
                 samples.clear()
+                if split is not None:
+                    split.clear()
                 continue
         enough = len(samples) >= cfg.min_reps
         rse_missed = int(not (enough and summarize(samples).rse <= cfg.target_rse))
@@ -228,7 +277,9 @@ def reps_per_window(rep_s: float) -> int:
     return max(2, min(MAX_REPS_PER_WINDOW, math.ceil(round(WINDOW_S / max(rep_s, 1e-9), 6))))
 
 
-def _event_batch(fn: Callable[[], Any], n: int, flush: CacheFlush | None, k: int = 1) -> list[float]:
+def _event_batch(
+    fn: Callable[[], Any], n: int, flush: CacheFlush | None, k: int = 1, split: Split | None = None
+) -> list[float]:
     """n samples, each one event window around k back-to-back calls, divided by k."""
     pairs = []
     for _ in range(n):
@@ -237,8 +288,12 @@ def _event_batch(fn: Callable[[], Any], n: int, flush: CacheFlush | None, k: int
         s = torch.cuda.Event(enable_timing=True)
         e = torch.cuda.Event(enable_timing=True)
         s.record()
+        if split is not None:
+            split.start()
         for _ in range(k):
             fn()
+        if split is not None:
+            split.stop()  # the host time of issuing the calls: the device may still be running them
         e.record()
         pairs.append((s, e))
     pairs[-1][1].synchronize()
@@ -246,7 +301,12 @@ def _event_batch(fn: Callable[[], Any], n: int, flush: CacheFlush | None, k: int
 
 
 def _host_batch(
-    fn: Callable[[], Any], device: torch.device, n: int, flush: CacheFlush | None, k: int = 1
+    fn: Callable[[], Any],
+    device: torch.device,
+    n: int,
+    flush: CacheFlush | None,
+    k: int = 1,
+    split: Split | None = None,
 ) -> list[float]:
     """n samples, each a synchronized host-clock window around k back-to-back calls, divided by k."""
     out = []
@@ -254,9 +314,13 @@ def _host_batch(
         if flush is not None:
             flush()
         synchronize(device)
+        if split is not None:
+            split.start()
         s = time.perf_counter()
         for _ in range(k):
             fn()
+        if split is not None:
+            split.stop()
         synchronize(device)
         out.append((time.perf_counter() - s) / k)
     return out

@@ -1,4 +1,4 @@
-"""Model configs: parameter counts of the ten bundled models, KV bytes (DESIGN.md's seed arithmetic)."""
+"""Model configs: parameter counts of the bundled models (the published parameter counts of their model cards), KV bytes (DESIGN.md's seed arithmetic)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ PARAMS = {
     "qwen3-32b": 32.8e9,
     "qwen2.5-0.5b": 0.49e9,
     "mixtral-8x7b": 46.7e9,
+    "llama-2-13b": 13.0e9,
+    "mistral-7b": 7.24e9,
+    "codellama-34b": 33.7e9,
 }
 
 
-def test_all_ten_models_are_bundled():
+def test_every_bundled_model_has_its_published_count():
     assert sorted(PARAMS) == bundled_models()
 
 
