@@ -281,10 +281,13 @@ def print_run_analysis(
     doc: dict[str, Any], path: Any, models: list[str], dtype: str, console: Console
 ) -> None:
     """The end of a run's report: verdicts, the roofline PNG, and a short decode projection per model."""
-    from analysis import decode, decode_report, formats, hardware, roofline, specs
+    from analysis import decode, decode_report, engines, formats, hardware, roofline, specs
     from analysis.models import ModelConfigError, load_model
 
     print_verdicts(doc, console)
+    # what a device of this kind serves with: the default serving engine on GPUs, eager PyTorch on a CPU
+    on_cpu = any(d.get("kind") == "cpu" for d in doc.get("devices", []))
+    engine = engines.resolve("pytorch-eager" if on_cpu else None)
     roof = roofline.from_run(doc)
     if roof is not None:
         name = (doc.get("devices") or [{}])[0].get("name", "")
@@ -303,7 +306,7 @@ def print_run_analysis(
         return
     for model in models:
         try:
-            q = formats.Query(load_model(model), dtype, None, 1, 1024, 256)
+            q = formats.Query(load_model(model), dtype, None, 1, 1024, 256, engine=engine)
             decode_report.print_projection(hw, q, decode.project(hw, q, [1, 8, 32]), console)
         except (ModelConfigError, formats.ProjectionError) as exc:
             console.print(f"no decode projection for {model}: {exc}", markup=False)

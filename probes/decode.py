@@ -53,6 +53,9 @@ NOTE = (
     "parts (per-op overhead, ops per layer, attention bandwidth); the projection from the run's parts beside it"
 )
 GRAPH_OPS = 64  # tiny kernels per CUDA graph replay when timing the in-graph overhead
+# a step's repetitions spread less than this on a quiet box (cv 0.01-0.07 seen on a 2-core VM); wider, it was
+# disturbed and is timed again (probes.context.measure_case)
+STEADY_CV = 0.15
 
 
 def n_cases(ctx: Context) -> int:
@@ -231,6 +234,7 @@ def run_format(ctx: Context, device: torch.device, fmt: str) -> list[Measurement
             flush_cache=True,
             timing=step_timing,
             split=split,
+            steady_cv=STEADY_CV,
         )
         if m.status == "ok" and head is None:
             t_step = m.timing["stats"]["median_s"]

@@ -272,3 +272,29 @@ def test_int4_and_fp8_kv_project_from_the_command(capsys):
     assert [r["batch"] for r in rows] == [1, 16] and rows[0]["weights_seconds"] > 0
     assert analysis_main([*argv, "--group-size", "64"]) == 0
     assert "int4-wo weights, bf16 KV" in capsys.readouterr().out
+
+
+def test_a_run_with_host_times_sets_the_eager_per_op_cost(tmp_path):
+    """profile_from_run takes the per-op host time the decode probe measured inside real steps, by batch; an
+    eager engine with its own published per-op cost (transformers' module calls) keeps that."""
+    from analysis.rundoc import load
+
+    doc = load(run_doc(tmp_path))
+    for b, per_op in ((1, 4e-6), (16, 8e-6)):
+        doc["measurements"].append(
+            {
+                "probe": "decode",
+                "case": f"x/fp32/B={b}",
+                "device": "cpu",
+                "status": "ok",
+                "value": 1.0,
+                "unit": "tokens_per_s",
+                "params": {"kind": "step", "batch": b, "host_seconds_per_op": per_op},
+                "timing": {"stats": {"median_s": 1.0}},
+            }
+        )
+    hw = hardware.profile_from_run(doc)
+    assert hw.op_s("eager", 1) == pytest.approx(4e-6) and hw.op_s("eager", 16) == pytest.approx(8e-6)
+    assert 4e-6 < hw.op_s("eager", 4) < 8e-6
+    assert hw.op_s("eager", 1, engines.resolve("hf-transformers").op_seconds) == pytest.approx(19e-6)
+    assert hw.op_s("graph", 1) == hw.op_seconds["graph"]  # graphs are not the eager host path

@@ -194,3 +194,32 @@ def test_whole_model_steps_are_measured_as_they_are_not_scaled(tmp_path):
     assert m.status == "ok" and m.params["scaled"] is False and m.params["layers_run"] == 3
     assert m.params["step_seconds"] == m.timing["stats"]["median_s"] and "note" not in m.params
     assert m.value == pytest.approx(2 / m.params["step_seconds"]) and m.timing["cache_flushed"] is True
+    # the step's host time outside its GEMMs and attention, per step and per small op, from the same samples
+    assert m.timing["stats"]["n"] >= 7
+    ops = 3 * m.params["ops_per_layer"] + m.params["ops_head"]
+    assert 0 < m.params["host_seconds"] < m.params["step_seconds"] * 1.5
+    assert m.params["host_seconds_per_op"] == pytest.approx(m.params["host_seconds"] / ops)
+    assert "enqueue_seconds" not in m.params  # a CPU: the host time is the step's own
+
+
+def test_the_host_split_counts_the_wrapped_calls_apart():
+    """A repetition of 3 ms inside wrapped calls and ~2 ms outside: the split tells them apart."""
+    import time
+
+    from probes.sections import TimingConfig
+    from probes.timing import Split, time_fn
+
+    split = Split()
+    inside = split.wrap(lambda: time.sleep(0.003))
+
+    def rep() -> None:
+        inside()
+        time.sleep(0.002)
+
+    cfg = TimingConfig(
+        warmup_s=0.0, min_reps=4, max_reps=4, target_rse=1e-9, case_budget_s=10, telemetry_interval_s=1
+    )
+    t = time_fn(rep, torch.device("cpu"), cfg, split=split)
+    assert len(split.inside_s) == len(split.host_s) == t.stats.n == 4
+    assert all(i >= 0.003 for i in split.inside_s) and all(o >= 0.002 for o in split.outside_s())
+    assert all(h == pytest.approx(s, abs=1e-3) for h, s in zip(split.host_s, t.samples_s, strict=True))

@@ -46,6 +46,21 @@ def test_audit_verdict_boundaries():
         )
 
 
+def test_a_claim_names_its_engine_and_a_bad_engine_names_the_claim(tmp_path, capsys):
+    old = planning.audit_claim({**CLAIM, "claimed_tokens_per_s": 100.0, "engine": "vllm@0.5.3"})
+    new = planning.audit_claim({**CLAIM, "claimed_tokens_per_s": 100.0})
+    assert old["projected"] < new["projected"]  # vLLM 0.5's host time per step
+    assert old["bound"] == pytest.approx(new["bound"])  # the physical bound has no engine in it
+    rows = "\n".join(
+        f"{k} = {json.dumps(v)}" for k, v in {**CLAIM, "engine": "vlm", "claimed_tokens_per_s": 5}.items()
+    )
+    p = tmp_path / "claims.toml"
+    p.write_text("[[claim]]\n" + rows + "\n")
+    assert analysis_main(["audit", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "claim 1 (c)" in err and "unknown engine" in err and len(err.splitlines()) == 1
+
+
 def test_the_impossible_example_names_the_resource(capsys):
     claims = planning.load_claims(REPO / "examples" / "claims.toml")
     first = planning.audit_claim(claims[0])  # a 32B BF16 model at batch 1 on one A100 claiming 300 tok/s
