@@ -153,7 +153,14 @@ def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step
     ops_head = q.ops_head if q.ops_head is not None else e.small_ops_head
     if e.fp8_activation_quant and q.weight_dtype == "fp8":
         ops_layer += 4  # a per-token quantisation kernel before each of the layer's fp8 GEMMs
+    # A GPU runs kernels while the host issues the next ones: launched one by one (eager, native), the step
+    # takes the longer of the kernels' time and the host's launches; a small kernel itself takes what it takes
+    # inside a graph. Replayed from a graph, or on a CPU (the host is the device), every op costs its op_s.
+    overlapped = hw.asynchronous and e.launch != "graph"
+    small_s = hw.op_s("graph", batch) if overlapped else op_s
+    floor_s = 0.0 if overlapped else op_s  # a kernel shorter than its launch waits for the launch
     weights_s = comp_s = overhead_s = weight_total = 0.0
+    launched = 0
     for lin in engine_linears(cfg, t, e):
         fmt = head_format(q.weight_dtype) if lin.op == "lm_head" else q.weight_dtype
         if lin.op in ("gate_up", "gate", "up", "down") and cfg.experts > 1:
@@ -163,9 +170,9 @@ def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step
         else:
             count, m = lin.per_step, batch
         s, is_mem = gemm_seconds(hw, m, lin.n, lin.k, q, fmt, e.kernel(fmt))
-        floor = max(s, op_s)  # a kernel shorter than its launch waits for the launch
-        overhead_s += count * (floor - s)
+        overhead_s += count * (max(s, floor_s) - s)
         weight_total += count * lin.n * lin.k * weight_bytes(fmt, q.group_size)
+        launched += count
         if is_mem:
             weights_s += count * s
         else:
@@ -173,11 +180,16 @@ def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step
     kv_heads = max(1, cfg.kv_heads // t)
     kv_layer = batch * context * 2 * kv_heads * cfg.head_dim * ELEMENT_BYTES[q.kv]
     attn_flops = 4 * batch * context * (cfg.heads // t) * cfg.head_dim
-    kv_s = cfg.layers * max(hw.attention_s(q.kv, kv_layer, attn_flops, context), op_s)
+    kv_s = cfg.layers * max(hw.attention_s(q.kv, kv_layer, attn_flops, context), floor_s, small_s)
     logits = batch * cfg.vocab / t * 4.0  # fp32 logits written, then read by sampling
-    overhead_s += (cfg.layers * ops_layer + ops_head) * op_s + logits / hw.bandwidth_bytes_per_s
+    small = cfg.layers * ops_layer + ops_head
+    overhead_s += small * small_s + logits / hw.bandwidth_bytes_per_s
     comm_s = 2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t, e.custom_allreduce_s)
+    launched += cfg.layers + small + (2 * cfg.layers if t > 1 else 0)
     kernels_s = weights_s + kv_s + comp_s + overhead_s + comm_s
+    if overlapped and launched * op_s > kernels_s:  # launch-bound: the GPU waits for the host's launches
+        overhead_s += launched * op_s - kernels_s
+        kernels_s = launched * op_s
     host = 0.0 if hw.ideal else e.host_seconds(batch, t)
     host_s = max(0.0, host - kernels_s) if e.overlap else host
     return Step(

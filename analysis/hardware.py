@@ -41,6 +41,7 @@ class HardwareProfile:
     eager_op_by_batch: list[tuple[int, float]] = field(default_factory=list)
     link_kind: str = "pcie"  # nvlink (or another GPU fabric: xGMI), pcie, or loopback (a CPU run)
     ideal: bool = False  # 100 % of the sheet and no overheads or host time: the physical bound
+    asynchronous: bool = True  # a GPU: kernels run while the host issues more (False: a CPU run)
     gemm_latency_s: float = (
         0.0  # fixed time of a GEMM kernel the node did not measure, on top of its roofline
     )
@@ -217,6 +218,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         attention={kv: _curve("attention", kv, pts) for kv, pts in attn.items()},
         attention_fraction=_attention_table(d),
         eager_op_by_batch=sorted((b, sum(v) / len(v)) for b, v in host_per_op.items()),
+        asynchronous=device.get("kind") != "cpu",
     )
 
 

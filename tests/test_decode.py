@@ -238,7 +238,15 @@ def test_weight_formats_kv_dtypes_and_launch_modes():
     eager = decode.decode_step(hw, q("llama-3.1-8b", engine=torch_eager), 1, 1024)
     graph = decode.decode_step(hw, q("llama-3.1-8b", engine=torch_eager, launch="graph"), 1, 1024)
     native = decode.decode_step(hw, q("llama-3.1-8b", engine=torch_eager, launch="native"), 1, 1024)
-    assert eager.overhead_s > native.overhead_s > graph.overhead_s > 0
+    assert eager.overhead_s > native.overhead_s >= graph.overhead_s > 0
+    # launched one by one, kernels overlap the host's next launches: an 8B model's kernels outlast a C++
+    # runtime's launches (as fast as a graph), a 0.5B model's do not (launch-bound)
+    assert native.seconds == pytest.approx(graph.seconds)
+    tiny = {
+        launch: decode.decode_step(hw, q("qwen2.5-0.5b", engine=torch_eager, launch=launch), 1, 1024)
+        for launch in ("native", "graph")
+    }
+    assert tiny["native"].seconds > 1.1 * tiny["graph"].seconds
     parts = eager.weights_s + eager.kv_s + eager.compute_s + eager.overhead_s + eager.comm_s + eager.host_s
     assert parts == pytest.approx(eager.seconds)
 
@@ -296,5 +304,5 @@ def test_a_run_with_host_times_sets_the_eager_per_op_cost(tmp_path):
     hw = hardware.profile_from_run(doc)
     assert hw.op_s("eager", 1) == pytest.approx(4e-6) and hw.op_s("eager", 16) == pytest.approx(8e-6)
     assert 4e-6 < hw.op_s("eager", 4) < 8e-6
-    assert hw.op_s("eager", 1, engines.resolve("hf-transformers").op_seconds) == pytest.approx(19e-6)
+    assert hw.op_s("eager", 1, engines.resolve("hf-transformers").op_seconds) == pytest.approx(20e-6)
     assert hw.op_s("graph", 1) == hw.op_seconds["graph"]  # graphs are not the eager host path
