@@ -68,6 +68,9 @@ def validate(doc: dict[str, Any]) -> list[Verdict]:
         if h.metric == "sustained":
             v.note = "held under load: judged by the health verdict (analysis.health)"
             continue
+        if h.metric == "op_overhead":
+            v.note = "seconds per launched op: no sheet figure; the decode projection uses it"
+            continue
         if h.metric == "busbw":
             link, spec_value = busbw_link(doc, s, dev, spec)
             kind = "link"
@@ -138,6 +141,8 @@ def _spec_for(h: Headline, spec: specs.GPUSpec, dev: dict[str, Any]) -> tuple[st
         return "memory", spec.memory_bytes_per_s
     if h.metric == "matmul_peak":
         return h.resource, spec.flop_per_s(h.resource)
+    if h.metric != "host_link":  # a metric with no sheet figure is never judged against another one
+        return h.metric, None
     gen = (dev.get("nvml") or {}).get("pcie_gen_max") if isinstance(dev.get("nvml"), dict) else None
     if not isinstance(gen, int):
         gen = spec.pcie_generation

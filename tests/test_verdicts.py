@@ -59,3 +59,27 @@ def test_a_multi_node_or_unknown_link_gets_no_verdict_against_a_gpu_sheet():
     doc["measurements"][-1]["params"]["link"] = "unknown (NVML not available)"
     ar = _busbw(doc)
     assert ar.verdict == "no verdict" and "unknown link" in ar.note
+
+
+def test_per_op_overheads_are_never_judged_against_a_link():
+    """Seconds per launched op have no sheet figure: no verdict (they used to fall through to the host-link
+    branch and read as a PCIe bandwidth far below the sheet: a red "fail" in every GPU report)."""
+    doc = h100_doc()
+    for mode, value in (("eager", 7e-6), ("graph", 1.3e-6)):
+        doc["summary"].append(
+            {
+                "probe": "decode",
+                "name": f"op_overhead_{mode}_torch",
+                "device": doc["summary"][0]["device"],
+                "value": value,
+                "unit": "seconds",
+                "min": value,
+                "max": value,
+                "n_cases": 1,
+                "max_cv": 0.05,
+            }
+        )
+    vs = {v.figure: v for v in verdicts.validate(doc)}
+    for mode in ("eager", "graph"):
+        v = vs[f"op_overhead_{mode}_torch"]
+        assert v.verdict == "no verdict" and v.spec is None and "no sheet figure" in v.note
