@@ -47,11 +47,13 @@ class DeviceHealth:
 
 
 def health_measurements(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{device: {"soak": m, "memtest": m}} of a run's health probe."""
+    """{device: {"soak": m, "memtest": m, "died": m}} of a run's health probe ("died": the error record a
+    per-GPU worker leaves when it dies, probes.parallel; it has no kind of its own)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for m in doc.get("measurements", []):
         if m.get("probe") == "health":
-            out.setdefault(m["device"], {})[m["params"].get("kind", "?")] = m
+            kind = m["params"].get("kind") or ("died" if m.get("status") == "error" else "?")
+            out.setdefault(m["device"], {})[kind] = m
     return out
 
 
@@ -78,6 +80,10 @@ def _judge_device(device: str, ms: dict[str, dict[str, Any]]) -> DeviceHealth:
         h.flag("fail", (soak or {}).get("error") or "no sustained-load result")
     else:
         _judge_soak(h, soak)
+    died = ms.get("died")
+    if died is not None:  # the worker process ended without its results: a segfault, an OOM kill, an XID
+        where = "during the memory test" if soak is not None and mem is None else "before it finished"
+        h.flag("fail", f"the health worker died {where}: {died.get('error') or 'no reason given'}")
     if mem is None:
         h.not_checked.append("memory test (not run)")
     elif mem["params"].get("mismatches"):

@@ -23,6 +23,7 @@ The verdict per device (pass / warn / fail with reasons in words) is `analysis.h
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import threading
@@ -166,8 +167,7 @@ def soak(ctx: Context, device: torch.device) -> Measurement:
                 device, DTYPES[dtype], n, hc.soak_s, hc.window_s, nv, handle
             )
     except Exception as exc:  # out of memory, a driver fault: the device fails its soak, the run goes on
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        _release_after(device)
         return skipped(NAME, case, device, params, f"soak failed: {error_line(exc)}", status="error")
     params["nvml_after"] = snapshot(nv, handle)
     params["pcie_under_load"] = under_load
@@ -307,8 +307,7 @@ def memtest(ctx: Context, device: torch.device) -> Measurement:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     except Exception as exc:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        _release_after(device)
         return skipped(NAME, case, device, params, f"memory test not run: {error_line(exc)}", status="error")
     seconds = time.perf_counter() - t0
     mismatches = sum(by_pattern.values())
@@ -322,6 +321,15 @@ def memtest(ctx: Context, device: torch.device) -> Measurement:
     m = Measurement(NAME, case, str(device), params, value=moved / seconds, unit="bytes_per_s")
     m.verification = {"status": "passed"}
     return m
+
+
+def _release_after(device: torch.device) -> None:
+    """Give torch's cached blocks back after a failure. After a sticky CUDA error (an illegal address, XID 79)
+    every CUDA call raises again: that must not kill the worker before the failure is recorded."""
+    if device.type != "cuda":
+        return
+    with contextlib.suppress(Exception):  # the failure being recorded is the one that matters
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":  # python -m probes.health: the whole run, this probe only

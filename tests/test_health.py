@@ -189,6 +189,20 @@ def test_a_gpu_outside_its_peers_band_is_flagged():
     assert worse["d"].verdict == "fail"
 
 
+def test_a_worker_that_died_in_the_memory_test_is_never_a_pass():
+    """The soak finished; then the per-GPU worker died (segfault, OOM kill, XID 79): probes.parallel leaves its
+    error record, with no kind of its own, beside the soak. That GPU fails, with the reason in words."""
+    from probes.parallel import _died
+
+    doc = soak_doc({"cuda:0": 740, "cuda:1": 741})
+    doc["measurements"].append(_died("health", "cuda:1", "exit code -9 (SIGKILL)"))
+    verdicts = {v.device: v for v in judge(doc)}
+    assert verdicts["cuda:0"].verdict == "pass"
+    assert verdicts["cuda:1"].verdict == "fail"
+    assert "died during the memory test" in verdicts["cuda:1"].reasons[0]
+    assert "SIGKILL" in verdicts["cuda:1"].reasons[0]
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
