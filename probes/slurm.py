@@ -37,18 +37,18 @@ def under_srun(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def first_host(nodelist: str) -> str:
-    """The first host of a Slurm host list: 'gpu[07-09,12],login1' -> 'gpu07'."""
+    """The first host of a Slurm host list: 'gpu[07-09,12],login1' -> 'gpu07'; every bracket of a name takes its
+    first value ('rack[0-63]_blade[0-41]' -> 'rack0_blade0')."""
     first = re.split(r",(?![^\[]*\])", nodelist.strip(), maxsplit=1)[0]
-    m = re.fullmatch(r"([^\[\]]*)\[([^\]]+)\](.*)", first)
-    if m is None:
-        if not first or "[" in first or "]" in first:
+    host = first
+    while (m := re.search(r"\[([^\[\]]+)\]", host)) is not None:
+        start = re.split(r"[,-]", m.group(1), maxsplit=1)[0]
+        if not start.isdigit():
             raise ConfigError(f"SLURM_JOB_NODELIST={nodelist!r}: not a Slurm host list")
-        return first
-    prefix, ranges, suffix = m.groups()
-    start = re.split(r"[,-]", ranges, maxsplit=1)[0]
-    if not start.isdigit():
+        host = host[: m.start()] + start + host[m.end() :]
+    if not host or "[" in host or "]" in host:
         raise ConfigError(f"SLURM_JOB_NODELIST={nodelist!r}: not a Slurm host list")
-    return f"{prefix}{start}{suffix}"
+    return host
 
 
 def _int(env: Mapping[str, str], key: str) -> int:

@@ -219,6 +219,8 @@ def test_rank_variables_and_host_lists():
         "MASTER_PORT": str(20000 + 4242 * 4 + 1),
     }
     assert slurm.first_host("node5") == "node5" and slurm.first_host("a[001-004]-ib") == "a001-ib"
+    assert slurm.first_host("rack[0-63]_blade[0-41]") == "rack0_blade0"  # every bracket (issue 22)
+    assert slurm.first_host("rack[3,5]-n[10-12],login1") == "rack3-n10"
     with pytest.raises(ConfigError, match="not a Slurm host list"):
         slurm.first_host("gpu[x-y]")
     assert slurm.under_srun(env) and not slurm.under_srun({**env, "SLURM_NTASKS": "1"})

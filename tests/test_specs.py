@@ -41,6 +41,7 @@ def test_lookup_from_nvml_and_torch_names(name, key):
     "name",
     [
         "NVIDIA GH200 480GB",  # not an H200: a Grace Hopper superchip
+        "NVIDIA GB200",  # not a B200: a Grace Blackwell superchip (issue 22)
         "NVIDIA H200 NVL",
         "NVIDIA A10G",  # AWS's part: no public sheet
         "AMD Instinct MI250X/MI250",  # either part reports this: no guess
