@@ -112,9 +112,14 @@ def busbw_link(
         None,
     )
     params = (case or {}).get("params", {})
-    label, world = str(params.get("link") or ""), params.get("world_size")
+    label, world, nodes = str(params.get("link") or ""), params.get("world_size"), params.get("nodes")
     local = (doc.get("host") or {}).get("cuda_devices")
-    if isinstance(world, int) and isinstance(local, int) and 0 < local < world:
+    if isinstance(nodes, int):  # the launcher said how many nodes the ranks spanned
+        if nodes > 1:
+            return f"the network ({nodes} nodes)", None
+    elif isinstance(world, int) and isinstance(local, int) and 0 < local < world:
+        # without that, more ranks than this process sees GPUs reads as several nodes (under srun
+        # --gpus-per-task a task sees one GPU of its node: hence the launchers record `nodes`)
         return "the network (more ranks than this node's GPUs)", None
     nv = dev.get("nvml") if isinstance(dev.get("nvml"), dict) else {}
     if label.startswith("NVLink"):

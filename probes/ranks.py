@@ -122,6 +122,13 @@ def loopback_store(rank: int, world: int, port: int, timeout: timedelta) -> Any:
     )
 
 
+def gpu_index(index: int, visible: int) -> int:
+    """The CUDA ordinal of a node-local rank. Under `srun --gpus-per-task` (or --gpu-bind=per_task|single|
+    closest) each task sees only its own GPU(s): local rank 3 then owns cuda:0 of its own view, as nccl-tests
+    picks `local_rank % visible devices`."""
+    return index if visible <= 0 or index < visible else index % visible
+
+
 def worker(
     rank: int,
     launch: Launch,
@@ -131,6 +138,7 @@ def worker(
     emit: Callable[[tuple[Any, ...]], None],
     fault: dict[str, Any] | None = None,
     local_rank: int | None = None,
+    nodes: int | None = None,
 ) -> None:
     """One rank: join the group, run every case, send rank 0's combined measurements through `emit`.
 
@@ -140,7 +148,8 @@ def worker(
 
     n = launch.world_size
     if launch.device_kind == "gpu":
-        device = torch.device("cuda", rank if local_rank is None else local_rank)
+        index = rank if local_rank is None else local_rank
+        device = torch.device("cuda", gpu_index(index, torch.cuda.device_count()))
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
@@ -178,7 +187,10 @@ def worker(
         gathered: list[Any] = [None] * n if rank == 0 else []
         dist.gather_object(m.to_dict(), gathered if rank == 0 else None, dst=0, group=control)
         if rank == 0:
-            emit(("measurement", combine(gathered, case, launch, link).to_dict()))
+            combined = combine(gathered, case, launch, link)
+            if nodes is not None:  # how many nodes the ranks span: one node is a local link, not the network
+                combined.params["nodes"] = nodes
+            emit(("measurement", combined.to_dict()))
     dist.barrier(group=control)
     dist.destroy_process_group()
 

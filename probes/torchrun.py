@@ -27,7 +27,7 @@ from probes.config import ConfigError, load_config
 from probes.device import resolve_devices
 from probes.interrupt import as_interrupts, describe, exit_code
 from probes.nvml import Nvml
-from probes.ranks import NAME, Launch, tag_plateau, worker
+from probes.ranks import NAME, Launch, gpu_index, tag_plateau, worker
 from probes.runner import RunRecord, print_outputs
 
 
@@ -41,6 +41,19 @@ def _env_int(key: str) -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"environment variable {key}={value!r}: expected an integer") from None
+
+
+def nodes_spanned(world: int, env: dict[str, str] | None = None) -> int | None:
+    """How many nodes the ranks span: torchrun's WORLD_SIZE / LOCAL_WORLD_SIZE, else Slurm's step or job
+    node count; None when neither says."""
+    env = dict(os.environ) if env is None else env
+    local = env.get("LOCAL_WORLD_SIZE", "")
+    if local.isdigit() and int(local) > 0:
+        return max(1, -(-world // int(local)))
+    for key in ("SLURM_STEP_NUM_NODES", "SLURM_JOB_NUM_NODES", "SLURM_NNODES"):
+        if env.get(key, "").isdigit():
+            return int(env[key])
+    return None
 
 
 def torchrun_main(argv: list[str]) -> int:
@@ -99,12 +112,16 @@ def torchrun_main(argv: list[str]) -> int:
     try:
         with as_interrupts():
             if rank == 0:  # the document exists (and is saved case by case) before anything is measured
-                local_devices = devices if kind == "cpu" else [torch.device("cuda", local)]
+                local_devices = (
+                    devices
+                    if kind == "cpu"
+                    else [torch.device("cuda", gpu_index(local, torch.cuda.device_count()))]
+                )
                 note = f"{launcher}: {world} ranks ({backend}); {note}"
                 record = RunRecord.start(cfg, [NAME], local_devices, note, out_dir, nvml)
                 record.begin(NAME)
             try:
-                worker(rank, launch, "env://", cfg, "", emit, local_rank=local)
+                worker(rank, launch, "env://", cfg, "", emit, local_rank=local, nodes=nodes_spanned(world))
             except Exception as exc:  # a peer died or a collective timed out: keep what was measured
                 if record is None:
                     print(f"rank {rank}: {error_line(exc)}", file=sys.stderr)

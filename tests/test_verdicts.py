@@ -59,6 +59,25 @@ def test_a_multi_node_or_unknown_link_gets_no_verdict_against_a_gpu_sheet():
     doc["measurements"][-1]["params"]["link"] = "unknown (NVML not available)"
     ar = _busbw(doc)
     assert ar.verdict == "no verdict" and "unknown link" in ar.note
+    # the launcher says how many nodes: 2 is the network, 1 is this node's NVLink even where the rank that
+    # wrote the document saw one GPU (srun --gpus-per-task)
+    doc = h100_doc()
+    doc["measurements"][-1]["params"].update(world_size=16, nodes=2)
+    assert "the network (2 nodes)" in _busbw(doc).note
+    doc = h100_doc()
+    doc["measurements"][-1]["params"].update(world_size=8, nodes=1)
+    doc["host"]["cuda_devices"] = 1
+    ar = _busbw(doc)
+    assert ar.spec == 450e9 and "NVLink 4" in ar.note and "network" not in ar.note
+
+
+def test_a_task_that_sees_only_its_own_gpu_uses_cuda_0_and_the_nodes_are_counted():
+    from probes.ranks import gpu_index
+    from probes.torchrun import nodes_spanned
+
+    assert gpu_index(3, 8) == 3 and gpu_index(3, 1) == 0 and gpu_index(5, 2) == 1 and gpu_index(2, 0) == 2
+    assert nodes_spanned(16, {"LOCAL_WORLD_SIZE": "8"}) == 2
+    assert nodes_spanned(8, {"SLURM_STEP_NUM_NODES": "1"}) == 1 and nodes_spanned(8, {}) is None
 
 
 def test_per_op_overheads_are_never_judged_against_a_link():
