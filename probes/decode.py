@@ -84,6 +84,8 @@ def run(ctx: Context) -> list[Measurement]:
     out = measure_overhead(ctx, device)
     for fmt in dc.dtypes:
         out.extend(run_format(ctx, device, fmt))
+        if device.type == "cuda":  # the model and its caches are gone: give the blocks back (the health
+            torch.cuda.empty_cache()  # probe's memory test, after this one, tests the free memory)
     return out
 
 

@@ -48,9 +48,9 @@ class DtypeSpec:
     def weight_only(self) -> bool:
         return self.scaling == "weight-only"
 
-    def bytes_per_weight(self) -> float:
+    def bytes_per_weight(self, group_size: int = 128) -> float:
         if self.weight_only:
-            return quant.bytes_per_weight(self.key)
+            return quant.bytes_per_weight(self.key, group_size)
         return torch.empty((), dtype=self.b).element_size()
 
 

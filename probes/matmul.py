@@ -239,7 +239,7 @@ class DeviceRun:
         if spec.weight_only:
             params["group_size"] = self.mm.group_size if case.dtype == "int4-wo" else None
         sizes = [torch.empty((), dtype=d).element_size() for d in (spec.a, spec.b, spec.out)]
-        sizes[1] = spec.bytes_per_weight()
+        sizes[1] = spec.bytes_per_weight(self.mm.group_size)
         flops = gemm_flops(case.m, case.n, case.k)
         nbytes = gemm_bytes(case.m, case.n, case.k, *sizes)
         params["arithmetic_intensity"] = arithmetic_intensity(flops, nbytes)

@@ -10,7 +10,8 @@ small weights and dequantizes them on the fly. A weight W[N, K] becomes
 The kernels: torch._weight_int8pack_mm(x, q, s) on CPUs and GPUs; torch._weight_int4pack_mm on CUDA over
 torch._convert_weight_to_int4pack(q as uint8 [N, K / 2], inner_k_tiles=8), and on CPUs
 torch._weight_int4pack_mm_for_cpu over torch._convert_weight_to_int4pack_for_cpu(q int32 [N, K], 1).
-Bytes read per weight: 1 and 0.5, plus the scales (2 bytes per row; 4 bytes per group and row).
+Bytes read per weight: 1 and 0.5, plus int4's bf16 scale and zero per group (4 bytes per group and row):
+analysis.formats.weight_bytes, the projection's own formula.
 
 The reference is the float64 product with the dequantized weight, so a checker proves the kernel computes
 x @ W^T of the weight the codes describe (not merely something finite).
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from analysis.formats import weight_bytes
 from analysis.headline import WEIGHT_ONLY
 
 ACTIVATION_DTYPE = torch.bfloat16  # what the weight-only kernels take and return
@@ -66,8 +68,10 @@ class QuantWeight:
         return self.packed.numel() * self.packed.element_size() + self.scales.numel() * 2
 
 
-def bytes_per_weight(fmt: str) -> float:
-    return {"int8-wo": 1.0, "int4-wo": 0.5}[fmt]
+def bytes_per_weight(fmt: str, group_size: int = 128) -> float:
+    """Bytes read per weight, the scales (and int4's zeros) included: the projection's one formula
+    (analysis.formats.weight_bytes), so measured and projected bytes agree."""
+    return weight_bytes(fmt, group_size)
 
 
 def shape_reason(fmt: str, n: int, k: int, group_size: int, platform: str) -> str | None:

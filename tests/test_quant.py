@@ -42,7 +42,11 @@ def test_a_kernel_given_other_codes_differs_from_the_reference():
 
 
 def test_bytes_and_shape_rules():
-    assert quant.bytes_per_weight("int8-wo") == 1.0 and quant.bytes_per_weight("int4-wo") == 0.5
+    # the projection's formula: int4 carries a bf16 scale and zero per group (0.5 + 4 / 128 = 0.53125)
+    assert quant.bytes_per_weight("int8-wo") == 1.0 and quant.bytes_per_weight("int4-wo") == 0.53125
+    assert quant.bytes_per_weight("int4-wo", 32) == 0.625
+    w = quant.random_weight("int4-wo", 64, 256, torch.device("cpu"), group_size=128)
+    assert w.nbytes() == 64 * 256 * quant.bytes_per_weight("int4-wo", 128)  # what the kernel really reads
     assert quant.shape_reason("int4-wo", 96, 200, 128, "cpu") and "group size" in quant.shape_reason(
         "int4-wo", 96, 200, 128, "cpu"
     )
