@@ -95,7 +95,31 @@ def _judge_device(device: str, ms: dict[str, dict[str, Any]]) -> DeviceHealth:
         )
     elif mem.get("status") != "ok":
         h.flag("warn", mem.get("error") or "memory test not run")
+    if mem is not None:
+        _judge_memtest_records(h, mem["params"])
     return h
+
+
+def _judge_memtest_records(h: DeviceHealth, p: dict[str, Any]) -> None:
+    """What the driver recorded while the memory test ran: XIDs, ECC errors it provoked (corrected ones leave
+    the data right, so no mismatch shows), rows remapped or pending."""
+    before, after = p.get("nvml_before") or {}, p.get("nvml_after") or {}
+    if not after.get("available"):
+        return
+    if p.get("xid_events"):
+        xids = sorted({str(e.get("xid")) for e in p["xid_events"]})
+        h.flag("fail", f"XID {', '.join(xids)} during the memory test")
+    unc, cor = _delta(before, after, "uncorrected_volatile"), _delta(before, after, "corrected_volatile")
+    if unc:
+        h.flag("fail", f"{unc:.0f} uncorrected ECC errors during the memory test")
+    if cor:
+        h.flag("warn", f"{cor:.0f} corrected ECC errors during the memory test (mismatches 0: ECC hid them)")
+    rows = after.get("remapped_rows") if isinstance(after.get("remapped_rows"), dict) else {}
+    was = before.get("remapped_rows") if isinstance(before.get("remapped_rows"), dict) else {}
+    if rows.get("failure") and not was.get("failure"):
+        h.flag("fail", "row remapping failed during the memory test: the card is out of spare rows")
+    elif rows.get("pending") and not was.get("pending"):
+        h.flag("warn", "the memory test left a row remapping pending: reset the GPU")
 
 
 def _judge_soak(h: DeviceHealth, m: dict[str, Any]) -> None:

@@ -283,9 +283,13 @@ def memtest(ctx: Context, device: torch.device) -> Measurement:
     ctx.progress(f"{NAME}: {case} of {where} on {device}")
     by_pattern: dict[str, int] = {}
     bad: list[int] = []
+    # the driver's records around the test: on ECC memory a weak card corrects its errors silently (no
+    # mismatch), so the ECC counts, row remapping and XIDs the test provokes are read too (analysis.health)
+    nv, handle = ctx.nvml, ctx.nvml.handle(device)
+    params["nvml_before"] = snapshot(nv, handle)
     moved, t0 = 0, time.perf_counter()
     try:
-        with device_context(device):
+        with device_context(device), XidWatch(nv, handle) as xid:
             buf = torch.empty(words, dtype=torch.int32, device=device)
             for pattern in hc.patterns:
                 for step in range(STEPS[pattern]):
@@ -310,6 +314,8 @@ def memtest(ctx: Context, device: torch.device) -> Measurement:
         _release_after(device)
         return skipped(NAME, case, device, params, f"memory test not run: {error_line(exc)}", status="error")
     seconds = time.perf_counter() - t0
+    params["nvml_after"] = snapshot(nv, handle)
+    params["xid_events"], params["xid_watch"] = xid.events, xid.status
     mismatches = sum(by_pattern.values())
     params.update(mismatches=mismatches, by_pattern=by_pattern, bad_offsets=bad, bytes_moved=moved)
     if mismatches:

@@ -189,6 +189,44 @@ def test_a_gpu_outside_its_peers_band_is_flagged():
     assert worse["d"].verdict == "fail"
 
 
+def test_the_memory_tests_ecc_and_xid_effects_are_in_the_verdict(tmp_path, monkeypatch):
+    """On ECC memory a weak card corrects its errors (no mismatch): the corrected count the memory test
+    provoked, and an XID while it ran, reach the verdict (they used to be read before the test only)."""
+    nv = nvml_with(monkeypatch)
+    ctx = ctx_for(tmp_path, nv)
+    soak = health.soak(ctx, CPU)
+    fake = sys.modules["pynvml"]
+    reads = {"n": 0}
+
+    def corrected_grow(handle, error_type, counter):
+        volatile_corrected = (
+            error_type == fake.NVML_MEMORY_ERROR_TYPE_CORRECTED and counter == fake.NVML_VOLATILE_ECC
+        )
+        if volatile_corrected:
+            reads["n"] += 1
+        return 3 * reads["n"] if volatile_corrected else 0
+
+    monkeypatch.setattr(fake, "nvmlDeviceGetTotalEccErrors", corrected_grow)
+    mem = health.memtest(ctx, CPU)
+    assert mem.status == "ok" and mem.params["mismatches"] == 0
+    (v,) = judge(doc_of([soak, mem]))
+    assert v.verdict == "warn", v.reasons
+    assert any("corrected ECC errors during the memory test" in r for r in v.reasons)
+    sent = {"xid": False}
+
+    def xid_once(es, timeout_ms):
+        if not sent["xid"]:
+            sent["xid"] = True
+            return types.SimpleNamespace(eventData=48, eventType=fake.nvmlEventTypeXidCriticalError)
+        time.sleep(timeout_ms / 1000)
+        raise fake.NVMLError("Timeout")
+
+    monkeypatch.setattr(fake, "nvmlEventSetWait_v2", xid_once)
+    mem = health.memtest(ctx, CPU)
+    (v,) = judge(doc_of([soak, mem]))
+    assert v.verdict == "fail" and any("XID 48 during the memory test" in r for r in v.reasons)
+
+
 def test_a_worker_that_died_in_the_memory_test_is_never_a_pass():
     """The soak finished; then the per-GPU worker died (segfault, OOM kill, XID 79): probes.parallel leaves its
     error record, with no kind of its own, beside the soak. That GPU fails, with the reason in words."""
