@@ -102,3 +102,28 @@ def test_per_op_overheads_are_never_judged_against_a_link():
     for mode in ("eager", "graph"):
         v = vs[f"op_overhead_{mode}_torch"]
         assert v.verdict == "no verdict" and v.spec is None and "no sheet figure" in v.note
+
+
+def test_nvls_all_reduce_above_the_link_rate_is_healthy():
+    """8x H100 with NVLink SHARP: 480 GB/s busbw over a 450 GB/s per-direction NVLink is a pass, said why."""
+    doc = h100_doc()
+    ar_row = next(s for s in doc["summary"] if s["name"] == "all_reduce_busbw_bf16")
+    ar_row["value"] = 480e9
+    ar = _busbw(doc)
+    assert ar.verdict == "pass" and ar.ratio > 1 and "NVLS" in ar.note
+
+
+@pytest.mark.parametrize(
+    ("name", "figure", "value", "verdict"),
+    [
+        ("AMD Instinct MI300X", "matmul_peak_fp8_e4m3_torch", 1273e12, "pass"),  # 0.95 of the good figure
+        ("NVIDIA B200", "matmul_peak_bf16_torch", 1745e12, "pass"),
+        ("NVIDIA H200", "matmul_peak_bf16_torch", 780e12, "pass"),
+        ("NVIDIA GB200", "matmul_peak_bf16_torch", 1822e12, "no verdict"),  # not judged as a B200
+    ],
+)
+def test_good_node_figures_of_the_sheets_renters_now_use(name, figure, value, verdict):
+    doc = h100_doc(name)
+    next(s for s in doc["summary"] if s["name"] == figure)["value"] = value
+    v = next(v for v in verdicts.validate(doc) if v.figure == figure)
+    assert v.verdict == verdict, (v.verdict, v.note)
