@@ -7,13 +7,14 @@ bench.toml is read over the shipped one's sections), and
 (`[profiles.full.bandwidth]`). Everything is validated before anything runs: a bad file is one line naming
 the file, the key and the problem (`ConfigError`, exit code 2 in the CLIs), never a half-run.
 
-    python -m probes.config [--config bench.toml] [--profile full] [--gpus 8]   # resolved config, time estimate
+    python -m probes.config [--config bench.toml] [--profile full]   # the resolved config (its time: probes.estimate)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import sys
 import typing
 from dataclasses import dataclass
@@ -211,9 +212,17 @@ def _resolve_profile(
     return RunConfig(profile=name, probes=probes, source=source, device_kind=device_kind, **sections)
 
 
-if (
-    __name__ == "__main__"
-):  # the profile, then its time on a GPU node (probes.estimate sits above this module)
-    from probes.estimate import main as estimate_main
+if __name__ == "__main__":  # the resolved profile; its time on a GPU node: python -m probes.estimate
+    from analysis.cli import ArgumentParser, guard
 
-    sys.exit(estimate_main())
+    _ap = ArgumentParser(prog="python -m probes.config", description="Print the resolved bench.toml profile.")
+    _ap.add_argument("--config", default=None)
+    _ap.add_argument("--profile", default=None)
+    _args = _ap.parse_args()
+    sys.exit(
+        guard(
+            lambda: (
+                print(json.dumps(load_config(_args.config, _args.profile, "gpu").to_dict(), indent=2)) or 0
+            )
+        )
+    )

@@ -6,7 +6,7 @@ autotuning per shape, spawning the collective ranks or the per-GPU workers. Per-
 run on every GPU at once (probes.parallel), so a node takes what its first GPU takes (which also sweeps the
 decode GEMMs) plus the workers' start; with --sequential their cases scale with the GPU count.
 
-    python -m probes.config --profile quick --gpus 8     # the resolved profile, then this estimate
+    python -m probes.estimate --profile quick --gpus 8   # the resolved profile, then this estimate
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def estimate_seconds(cfg: RunConfig, n_gpus: int, sequential: bool = False) -> d
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(
-        prog="python -m probes.config",
+        prog="python -m probes.estimate",
         description="Print the resolved bench.toml profile, then how long it takes on a GPU node.",
     )
     ap.add_argument("--config", default=None)
@@ -85,3 +85,7 @@ def _print(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

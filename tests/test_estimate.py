@@ -1,4 +1,4 @@
-"""The time estimate of a profile on a GPU node, from case counts and budgets (printed by probes.config)."""
+"""The time estimate of a profile on a GPU node, from case counts and budgets (python -m probes.estimate)."""
 
 from __future__ import annotations
 
