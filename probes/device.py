@@ -108,8 +108,10 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
 def torch_device_info(device: torch.device) -> dict[str, Any]:
     """torch's view of one device; for the CPU, the host's CPU."""
     if device.type == "cuda":
+        # The properties need no CUDA context; cudaMemGetInfo would make one (~0.5 GB) on every GPU in the
+        # parent process before its per-GPU workers and NCCL ranks start, and under EXCLUSIVE_PROCESS compute
+        # mode every child would then fail. Free memory comes from NVML (describe_devices) or the workers.
         p = torch.cuda.get_device_properties(device)
-        free, total = torch.cuda.mem_get_info(device)
         return {
             "torch_device": str(device),
             "kind": "gpu",
@@ -118,8 +120,8 @@ def torch_device_info(device: torch.device) -> dict[str, Any]:
             "compute_capability": f"{p.major}.{p.minor}",
             "gcn_arch": getattr(p, "gcnArchName", NA) if torch.version.hip else NA,
             "sm_count": p.multi_processor_count,
-            "memory_total_bytes": int(total),
-            "memory_free_bytes": int(free),
+            "memory_total_bytes": int(p.total_memory),
+            "memory_free_bytes": NA,
             "l2_cache_bytes": int(getattr(p, "L2_cache_size", 0)) or NA,
         }
     return {
@@ -140,6 +142,8 @@ def describe_devices(devices: list[torch.device], nvml: Nvml) -> list[dict[str, 
         info = torch_device_info(d)
         if d.type == "cuda":
             info["nvml"] = nvml_device_info(nvml, nvml.handle(d)) if nvml.available else nvml.reason or NA
+            if isinstance(info["nvml"], dict):
+                info["memory_free_bytes"] = info["nvml"].get("memory_free_bytes", NA)
         out.append(info)
     return out
 

@@ -27,6 +27,30 @@ def test_device_cli_prints_json(capsys):
     assert out["devices"][0]["kind"] == "cpu"
 
 
+def test_describing_a_gpu_makes_no_cuda_context(monkeypatch):
+    """The parent describes every GPU before its per-GPU workers start: cudaMemGetInfo would put a CUDA context
+    (~0.5 GB) on each, and under EXCLUSIVE_PROCESS compute mode every worker would then fail."""
+    import types
+
+    props = types.SimpleNamespace(
+        name="NVIDIA H100 80GB HBM3",
+        uuid="GPU-x",
+        major=9,
+        minor=0,
+        multi_processor_count=132,
+        total_memory=85_000_000_000,
+        L2_cache_size=52_428_800,
+    )
+
+    def no_context(*_a, **_k):
+        raise AssertionError("mem_get_info creates a CUDA context in the parent")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: props)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_context)
+    d = dev.torch_device_info(torch.device("cuda", 0))
+    assert d["memory_total_bytes"] == 85_000_000_000 and d["memory_free_bytes"] == NA and d["sm_count"] == 132
+
+
 @requires_cuda
 def test_gpu_description_has_torch_and_nvml_fields():
     nv = Nvml()
