@@ -169,9 +169,13 @@ def run_format(ctx: Context, device: torch.device, fmt: str) -> list[Measurement
         op = "_weight_int8pack_mm" if fmt == "int8-wo" else "_weight_int4pack_mm"
         why = None if hasattr(torch, op) else f"this torch build has no torch.{op}"
         shapes = [(model_cfg.intermediate * 2, model_cfg.hidden), (model_cfg.hidden, model_cfg.intermediate)]
-        platform = "cpu" if device.type == "cpu" else "cuda"
-        why = why or next(
-            (r for n, k in shapes if (r := quant.shape_reason(fmt, n, k, group_size, platform))), None
+        platform = "cpu" if device.type == "cpu" else "rocm" if torch.version.hip else "cuda"
+        why = (
+            why
+            or quant.kernel_reason(fmt, platform)
+            or next(
+                (r for n, k in shapes if (r := quant.shape_reason(fmt, n, k, group_size, platform))), None
+            )
         )
     if why is None and need > budget:
         why = f"needs {need / 1e9:.1f} GB with one layer, over 0.8 of the free memory"

@@ -106,7 +106,7 @@ def capability_reason(
             return f"this torch build has no torch.{op}"
         if fam == "int4-wo" and platform == "cuda" and not (cc and cc >= (8, 0)):
             return "torch._weight_int4pack_mm (tinygemm) needs sm_80 or newer"
-        return None
+        return quant.kernel_reason(fam, platform)
     if fam == "tf32":
         if platform == "rocm":
             return (

@@ -74,6 +74,30 @@ def bytes_per_weight(fmt: str, group_size: int = 128) -> float:
     return weight_bytes(fmt, group_size)
 
 
+INT8_REFERENCE_KERNEL_FROM = (2, 9)
+
+
+def kernel_reason(fmt: str, platform: str, version: str | None = None) -> str | None:
+    """Why torch's kernel for a weight-only format is not worth timing here (None when it is).
+
+    From torch 2.9 `_weight_int8pack_mm` on CUDA / ROCm is a reference kernel, one thread per output with
+    uncoalesced weight loads (pytorch/pytorch#190529: ~190 GB/s of an H20's 4 TB/s): its time is not what an
+    engine's int8 weight-only GEMM takes, and projections built on it would be several times too slow."""
+    if fmt != "int8-wo" or platform == "cpu":
+        return None
+    parts = (version or torch.__version__).split("+")[0].split(".")
+    try:
+        major, minor = int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return None
+    if (major, minor) < INT8_REFERENCE_KERNEL_FROM:
+        return None
+    return (
+        "torch._weight_int8pack_mm on GPUs is a reference kernel from torch 2.9 (pytorch/pytorch#190529: "
+        "one thread per output, uncoalesced loads); its time would misstate int8 weight-only decode"
+    )
+
+
 def shape_reason(fmt: str, n: int, k: int, group_size: int, platform: str) -> str | None:
     """Why a weight-only format cannot hold an N x K weight (None when it can)."""
     if fmt == "int4-wo":
@@ -81,6 +105,8 @@ def shape_reason(fmt: str, n: int, k: int, group_size: int, platform: str) -> st
             return f"int4-wo: K = {k} is not a multiple of the group size {group_size}"
         if platform == "cpu" and n % 16:
             return f"torch._convert_weight_to_int4pack_for_cpu needs N % 16 == 0 (N = {n})"
+        if platform == "rocm" and n % 16:  # tinygemm's kNTileSize on ROCm
+            return f"torch._weight_int4pack_mm on ROCm needs N % 16 == 0 (N = {n})"
         if platform != "cpu" and (k % (16 * INT4_INNER_K_TILES) or n % 8):
             return f"torch._weight_int4pack_mm needs K % {16 * INT4_INNER_K_TILES} == 0 and N % 8 == 0 (N = {n}, K = {k})"
     return None

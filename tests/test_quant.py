@@ -59,3 +59,17 @@ def test_bytes_and_shape_rules():
     dropped = quant.random_weight("int8-wo", 8, 64, CPU, keep_codes=False)
     with pytest.raises(ValueError, match="dropped"):
         dropped.dequantized()
+
+
+def test_int8_weight_only_on_gpus_after_torch_2_9_is_not_timed():
+    """torch 2.9's reference int8 kernel on GPUs would make every int8-wo projection several times too slow."""
+    assert quant.kernel_reason("int8-wo", "cuda", "2.9.0+cu128") and "190529" in quant.kernel_reason(
+        "int8-wo", "rocm", "2.13.0"
+    )
+    assert quant.kernel_reason("int8-wo", "cuda", "2.8.0") is None
+    assert quant.kernel_reason("int8-wo", "cpu", "2.13.0") is None  # the CPU kernel is the real one
+    assert quant.kernel_reason("int4-wo", "cuda", "2.13.0") is None
+    # tinygemm's N tile on ROCm is 16
+    assert quant.shape_reason("int4-wo", 8, 256, 128, "rocm") and not quant.shape_reason(
+        "int4-wo", 16, 256, 128, "rocm"
+    )
