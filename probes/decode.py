@@ -45,6 +45,7 @@ from probes import quant
 from probes.context import Context, measure_case, skipped
 from probes.decoder import Decoder, attention, build, count_ops, step, torch_activation
 from probes.device import free_memory_bytes
+from probes.gemm import capability_reason
 from probes.timing import Split
 
 NAME = "decode"
@@ -166,16 +167,12 @@ def run_format(ctx: Context, device: torch.device, fmt: str) -> list[Measurement
     need = bytes_needed(model_cfg, fmt, n_layers, max_b, dc.context)
     why = None
     if fmt in quant.WEIGHT_ONLY:
-        op = "_weight_int8pack_mm" if fmt == "int8-wo" else "_weight_int4pack_mm"
-        why = None if hasattr(torch, op) else f"this torch build has no torch.{op}"
         shapes = [(model_cfg.intermediate * 2, model_cfg.hidden), (model_cfg.hidden, model_cfg.intermediate)]
         platform = "cpu" if device.type == "cpu" else "rocm" if torch.version.hip else "cuda"
-        why = (
-            why
-            or quant.kernel_reason(fmt, platform)
-            or next(
-                (r for n, k in shapes if (r := quant.shape_reason(fmt, n, k, group_size, platform))), None
-            )
+        cc = torch.cuda.get_device_capability(device) if platform == "cuda" else None
+        # the matmul probe's rules for the same kernels: the op exists, the device runs it, it is worth timing
+        why = capability_reason(fmt, platform, cc=cc) or next(
+            (r for n, k in shapes if (r := quant.shape_reason(fmt, n, k, group_size, platform))), None
         )
     if why is None and need > budget:
         why = f"needs {need / 1e9:.1f} GB with one layer, over 0.8 of the free memory"

@@ -106,6 +106,14 @@ def capability_reason(
             return f"this torch build has no torch.{op}"
         if fam == "int4-wo" and platform == "cuda" and not (cc and cc >= (8, 0)):
             return "torch._weight_int4pack_mm (tinygemm) needs sm_80 or newer"
+        if (
+            fam == "int4-wo"
+            and platform == "cpu"
+            and not hasattr(torch, "_convert_weight_to_int4pack_for_cpu")
+        ):
+            return (
+                "int4 weight packing for the CPU (torch._convert_weight_to_int4pack_for_cpu) needs torch 2.6"
+            )
         return quant.kernel_reason(fam, platform)
     if fam == "tf32":
         if platform == "rocm":

@@ -252,3 +252,14 @@ def test_rotation_size_covers_the_rotation_bytes_within_the_cap():
     assert mm.rotation_size(mm.ROTATION_BYTES // 4) == 4
     assert mm.rotation_size(mm.ROTATION_BYTES // 4 - 1) == 5
     assert mm.rotation_size(1) == mm.MAX_ROTATION
+
+
+def test_int4_on_the_cpu_needs_torch_2_6_packing(monkeypatch):
+    """torch 2.5 is allowed but has no CPU int4 packing: int4-wo on a CPU says so instead of failing."""
+    import torch
+
+    from probes.gemm import capability_reason
+
+    assert capability_reason("int4-wo", "cpu") is None
+    monkeypatch.delattr(torch, "_convert_weight_to_int4pack_for_cpu")
+    assert "needs torch 2.6" in capability_reason("int4-wo", "cpu")
