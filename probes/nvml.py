@@ -50,7 +50,11 @@ class Nvml:
         return value if isinstance(value, int) else default
 
     def handle(self, device: torch.device) -> Any:
-        """NVML handle of a torch CUDA device, matched by UUID (CUDA_VISIBLE_DEVICES reorders indices)."""
+        """NVML handle of a torch CUDA device, matched by UUID (CUDA_VISIBLE_DEVICES reorders indices).
+
+        A MIG instance's UUID is NVML's "MIG-..." one: its physical GPU's handle is returned (clocks, power,
+        ECC and XIDs are the GPU's). A UUID that NVML does not know gives None, never another GPU's handle by
+        index (under MIG or UUID-listed CUDA_VISIBLE_DEVICES, torch's index is not NVML's)."""
         if not self.available or device.type != "cuda":
             return None
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -59,6 +63,11 @@ class Nvml:
             h = self.call("nvmlDeviceGetHandleByUUID", f"GPU-{uuid}")
             if h != NA:
                 return h
+            mig = self.call("nvmlDeviceGetHandleByUUID", f"MIG-{uuid}")
+            if mig == NA:
+                return None
+            parent = self.call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", mig)
+            return mig if parent == NA else parent
         h = self.call("nvmlDeviceGetHandleByIndex", index)
         return None if h == NA else h
 

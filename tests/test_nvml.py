@@ -107,3 +107,39 @@ def test_nvml_fields_record_the_nvlink_generation_not_the_raw_enum(monkeypatch):
     info = nvml_device_info(nv, object())
     assert info["nvlink"]["active_links"] == 12 and info["nvlink"]["generation"] == 3
     assert info["nvlink"]["links"][0]["version"] == "3.1" and info["nvlink"]["links"][0]["version_enum"] == 5
+
+
+def test_a_mig_instance_maps_to_its_physical_gpu_and_an_unknown_uuid_to_none(monkeypatch):
+    """torch reports a MIG instance's UUID; NVML knows it as "MIG-...": the physical GPU's handle is used, and a
+    UUID NVML cannot find never falls back to some GPU by index."""
+    import types
+
+    import torch
+
+    from probes.nvml import Nvml
+
+    handles = {"MIG-abc": "mig-handle", "GPU-phys": "gpu-handle"}
+
+    class NVMLError(Exception):
+        pass
+
+    def by_uuid(u):
+        if u not in handles:
+            raise NVMLError("Not Found")
+        return handles[u]
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByUUID=by_uuid,
+        nvmlDeviceGetDeviceHandleFromMigDeviceHandle=lambda h: "gpu-handle" if h == "mig-handle" else None,
+        nvmlDeviceGetHandleByIndex=lambda i: "wrong-gpu-by-index",
+    )
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    nv = Nvml()
+    props = {"uuid": "abc"}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(**props))
+    assert nv.handle(torch.device("cuda", 0)) == "gpu-handle"
+    props["uuid"] = "phys"
+    assert nv.handle(torch.device("cuda", 0)) == "gpu-handle"
+    props["uuid"] = "nobody"
+    assert nv.handle(torch.device("cuda", 0)) is None
