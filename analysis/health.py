@@ -100,6 +100,33 @@ def _judge_device(device: str, ms: dict[str, dict[str, Any]]) -> DeviceHealth:
     return h
 
 
+# XID classes (NVIDIA's XID catalog, docs.nvidia.com/deploy/xid-errors): 13 (graphics engine exception), 31 (GPU
+# memory page fault), 43 (GPU stopped processing) and 45 (preemptive cleanup) are raised by what an application
+# did, not by the card; 63 records a successful row remap or page retirement (the card repaired itself: reset
+# soon). Every other XID (48 double-bit ECC, 64 remap failure, 74 NVLink, 79 fallen off the bus, 92-95 ...)
+# fails the GPU.
+APPLICATION_XIDS = {13, 31, 43, 45}
+RECORDED_REPAIR_XIDS = {63}
+
+
+def _judge_xids(h: DeviceHealth, events: list[dict[str, Any]], during: str) -> None:
+    xids = sorted({e.get("xid") for e in events}, key=str)
+    app = [x for x in xids if x in APPLICATION_XIDS]
+    repair = [x for x in xids if x in RECORDED_REPAIR_XIDS]
+    hard = [x for x in xids if x not in APPLICATION_XIDS and x not in RECORDED_REPAIR_XIDS]
+    if hard:
+        h.flag("fail", f"XID {', '.join(map(str, hard))} during {during}")
+    if repair:
+        h.flag(
+            "warn", f"XID {', '.join(map(str, repair))} during {during}: a row remap was recorded, reset soon"
+        )
+    if app:
+        h.flag(
+            "warn",
+            f"XID {', '.join(map(str, app))} during {during}: an application fault (the workload's, not the card's)",
+        )
+
+
 def _judge_memtest_records(h: DeviceHealth, p: dict[str, Any]) -> None:
     """What the driver recorded while the memory test ran: XIDs, ECC errors it provoked (corrected ones leave
     the data right, so no mismatch shows), rows remapped or pending."""
@@ -107,8 +134,7 @@ def _judge_memtest_records(h: DeviceHealth, p: dict[str, Any]) -> None:
     if not after.get("available"):
         return
     if p.get("xid_events"):
-        xids = sorted({str(e.get("xid")) for e in p["xid_events"]})
-        h.flag("fail", f"XID {', '.join(xids)} during the memory test")
+        _judge_xids(h, p["xid_events"], "the memory test")
     unc, cor = _delta(before, after, "uncorrected_volatile"), _delta(before, after, "corrected_volatile")
     if unc:
         h.flag("fail", f"{unc:.0f} uncorrected ECC errors during the memory test")
@@ -158,8 +184,7 @@ def _delta(before: dict[str, Any], after: dict[str, Any], key: str) -> float | N
 
 def _judge_nvml(h: DeviceHealth, before: dict[str, Any], after: dict[str, Any], p: dict[str, Any]) -> None:
     if p.get("xid_events"):
-        xids = sorted({str(e.get("xid")) for e in p["xid_events"]})
-        h.flag("fail", f"XID {', '.join(xids)} during the run")
+        _judge_xids(h, p["xid_events"], "the run")
     elif p.get("xid_watch") != "watched":
         h.not_checked.append("XID events (no NVML event set)")
     if after.get("ecc_enabled") is False:

@@ -312,3 +312,17 @@ def test_a_gpu_whose_memory_bandwidth_lags_its_peers_is_flagged():
     verdicts = {v.device: v for v in judge(doc)}
     assert [verdicts[f"cuda:{i}"].verdict for i in range(4)] == ["pass", "pass", "pass", "fail"]
     assert "memory bandwidth 2200 GB/s vs node median 2995 GB/s" in verdicts["cuda:3"].reasons[0]
+
+
+def test_xid_classes_application_faults_and_recorded_repairs_are_not_hardware_failures():
+    from analysis.health import DeviceHealth, _judge_xids
+
+    for xids, verdict, words in (
+        ([79], "fail", "XID 79 during the run"),
+        ([13], "warn", "application fault"),
+        ([63], "warn", "row remap was recorded"),
+        ([31, 48], "fail", "XID 48 during the run"),
+    ):
+        h = DeviceHealth("cuda:0")
+        _judge_xids(h, [{"xid": x} for x in xids], "the run")
+        assert h.verdict == verdict and any(words in r for r in h.reasons), (xids, h.reasons)
