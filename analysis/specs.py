@@ -149,6 +149,13 @@ def arch_flop_per_clock_per_sm(arch: str, dtype: str = "fp16") -> float | None:
     return row["flop_per_clock_per_sm"].get(dtype_family(dtype))
 
 
+def shared_memory_per_block_bytes(arch: str) -> int | None:
+    """The most shared memory (LDS on AMD) one thread block may use on an architecture, where the DB says."""
+    row = _raw()["arch"].get(arch)
+    kib = row.get("shared_memory_per_block_kib") if row else None
+    return int(kib) * 1024 if kib else None
+
+
 def cuda_min_capability(dtype: str) -> tuple[int, int] | None:
     """The lowest NVIDIA compute capability whose matrix units run `dtype`; None when any GPU runs it."""
     v = _raw()["capability"]["cuda"].get(dtype_family(dtype))
