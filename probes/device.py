@@ -30,15 +30,20 @@ from probes.slurm import job_facts
 MIN_TORCH = (2, 5)  # 2.4's _scaled_mm returns (out, amax) and its SDPA has no enable_gqa
 
 
+def torch_version(version: str | None = None) -> tuple[int, int] | None:
+    """(major, minor) of a torch version string ('2.9.0+cu128' -> (2, 9)); None for an unusual local build."""
+    parts = (version or torch.__version__).split("+")[0].split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return None
+
+
 def torch_version_problem(version: str | None = None) -> str | None:
     """Why this torch is too old for gpuprobe (a ConfigError's text), or None when it will do."""
     version = version or torch.__version__
-    parts = version.split("+")[0].split(".")
-    try:
-        major, minor = int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return None  # an unusual local build: let it run
-    if (major, minor) >= MIN_TORCH:
+    found = torch_version(version)
+    if found is None or found >= MIN_TORCH:  # an unusual local build: let it run
         return None
     return (
         f"torch {version} is too old: gpuprobe needs torch>={MIN_TORCH[0]}.{MIN_TORCH[1]} "

@@ -25,6 +25,7 @@ import torch
 
 from analysis.formats import weight_bytes
 from analysis.headline import WEIGHT_ONLY
+from probes.device import torch_version
 
 ACTIVATION_DTYPE = torch.bfloat16  # what the weight-only kernels take and return
 INT4_INNER_K_TILES = 8  # tinygemm's CUDA packing; K must be a multiple of 16 x this
@@ -85,12 +86,8 @@ def kernel_reason(fmt: str, platform: str, version: str | None = None) -> str | 
     engine's int8 weight-only GEMM takes, and projections built on it would be several times too slow."""
     if fmt != "int8-wo" or platform == "cpu":
         return None
-    parts = (version or torch.__version__).split("+")[0].split(".")
-    try:
-        major, minor = int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return None
-    if (major, minor) < INT8_REFERENCE_KERNEL_FROM:
+    found = torch_version(version)
+    if found is None or found < INT8_REFERENCE_KERNEL_FROM:
         return None
     return (
         "torch._weight_int8pack_mm on GPUs is a reference kernel from torch 2.9 (pytorch/pytorch#190529: "
