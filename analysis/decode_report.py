@@ -107,6 +107,11 @@ def decode_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     name = (doc.get("devices") or [{}])[0].get("name", "")
     key = specs.lookup(name) if (doc.get("devices") or [{}])[0].get("kind") == "gpu" else None
     spec_hw = hardware.profile_from_spec(specs.get(key)) if key else None
+    gemm_formats = {
+        m["params"].get("dtype")
+        for m in doc.get("measurements", [])
+        if m["probe"] == "matmul" and m["status"] == "ok" and m["params"].get("kind") == "decode"
+    }
     rows = []
     for m in ms:
         p = m["params"]
@@ -131,6 +136,15 @@ def decode_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "measured": m["value"],
             "note": p.get("note", ""),
         }
+        if p["dtype"] not in gemm_formats:  # e.g. trimmed by the profile's time budget
+            row["note"] = "; ".join(
+                n
+                for n in (
+                    row["note"],
+                    f"no {p['dtype']} decode GEMMs measured: projected from the roofline fit",
+                )
+                if n
+            )
         for label, hw in (("projected", measured_hw), ("spec", spec_hw)):
             if hw is not None:
                 step = decode.decode_step(hw, q, p["batch"], p["context"] + 1)

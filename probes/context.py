@@ -9,6 +9,7 @@ result, an out-of-memory or any other exception becomes an error recorded for th
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ class Context:
     )  # command-line settings a probe reads (--world-size, ...)
     # Every finished case goes here as soon as it is measured, so an interrupted run can save it.
     keep: Callable[[Measurement], None] = field(default=lambda m: None)
+
+    def trimmed(self) -> str | None:
+        """Why an optional case (one no headline comes from) is left out: this probe has used its share of the
+        profile's time budget (probes.runner.Schedule sets `options["deadline"]`, a time.time()). None: run it."""
+        deadline = self.options.get("deadline")
+        if deadline is None or time.time() < float(deadline):
+            return None
+        return str(self.options.get("trim_reason") or "trimmed: the profile's time budget is spent")
 
     def cache_flush(self, device: torch.device) -> CacheFlush:
         """The one L2-flush buffer of a device, allocated on first use and kept for the run."""

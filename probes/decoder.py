@@ -170,6 +170,21 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torc
     return F.scaled_dot_product_attention(q, keys, values, enable_gqa=keys.shape[1] != q.shape[1])
 
 
+def sdpa_backend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> str:
+    """The kernel `attention` gets from scaled_dot_product_attention here: flash, efficient, cudnn or the math
+    fallback (ROCm builds without AOTriton flash, fp32 KV on some GPUs, a head dim a fused kernel lacks).
+    The math path materialises the scores and repeats the KV heads: slower than what an engine runs."""
+    choose = getattr(torch, "_fused_sdp_choice", None)  # the dispatcher's own choice; private, so guarded
+    if choose is None:
+        return "unknown"
+    try:
+        from torch.nn.attention import SDPBackend
+
+        return SDPBackend(choose(q, keys, values, enable_gqa=keys.shape[1] != q.shape[1])).name.lower()
+    except Exception:  # an older or newer signature: say so rather than guess
+        return "unknown"
+
+
 @torch.inference_mode()
 def step(
     model: Decoder,

@@ -345,7 +345,15 @@ class DeviceRun:
         groups: dict[tuple[str, str, str], list[Case]] = {}
         for c in cases:
             groups.setdefault((c.model, c.op, c.dtype), []).append(c)
-        for group in groups.values():
+        # Format by format, the first decode format's GEMMs (layers and head) first: they back the run's own
+        # decode projection and are never trimmed; past this probe's deadline under a time budget
+        # (probes.schedule) the later formats' are.
+        for rank, group in sorted(
+            ((self._format_rank(g[0]), g) for g in groups.values()), key=lambda rg: rg[0]
+        ):
+            if rank > 0 and self.ctx.trimmed():
+                out.extend(self._trimmed(c) for c in group)
+                continue
             big = max(group, key=lambda c: c.m)
             spec = spec_for(big.dtype, self.device)
             ops = None
@@ -359,7 +367,9 @@ class DeviceRun:
             free = self.mm.max_memory_fraction * free_memory_bytes(self.device)
             rotation = weight_rotation(spec, ops, free) if ops is not None else []
             for c in group:
-                if ops is None:
+                if rank > 0 and self.ctx.trimmed():
+                    out.append(self._trimmed(c))
+                elif ops is None:
                     out.append(self.measure(c))
                 else:
                     out.append(self.measure(c, ops.rows(c.m), [o.rows(c.m) for o in rotation]))
@@ -367,6 +377,19 @@ class DeviceRun:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         return out
+
+    def _format_rank(self, case: Case) -> int:
+        """The place in `decode_dtypes` of the first format this GEMM serves (the LM head: in its head dtype)."""
+        fmts = self.mm.decode_dtypes
+        if case.op == "lm_head":
+            return next((i for i, d in enumerate(fmts) if _head_dtype(d) == case.dtype), len(fmts))
+        return fmts.index(case.dtype) if case.dtype in fmts else len(fmts)
+
+    def _trimmed(self, case: Case) -> Measurement:
+        self.ctx.progress(f"{NAME}: {case.name}")
+        params = {"kind": case.kind, "dtype": case.dtype, "variant": case.variant, "m": case.m, "n": case.n}
+        params.update(k=case.k, model=case.model, op=case.op, tp=self.mm.decode_tp)
+        return skipped(NAME, case.name, self.device, params, self.ctx.trimmed() or "trimmed")
 
 
 def _tag_peaks(ms: list[Measurement]) -> None:

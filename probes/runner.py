@@ -28,6 +28,7 @@ from analysis.rundoc import (
 )
 from probes import REGISTRY
 from probes.config import REPO_ROOT, RunConfig
+from probes.schedule import Schedule
 
 
 def tool_info() -> dict[str, Any]:
@@ -208,9 +209,11 @@ def run(
     nvml = Nvml()
     t_run = time.perf_counter()
     record: RunRecord | None = None
+    schedule: Schedule | None = None
     try:
         record = RunRecord.start(cfg, names, devices, device_note, out_dir, nvml)
         ctx = Context(cfg=cfg, devices=devices, nvml=nvml, options=dict(options or {}), keep=record.keep)
+        schedule = Schedule.start(cfg, names, devices, bool(ctx.options.get("sequential")))
         with Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -227,7 +230,9 @@ def run(
                     progress.update(task, advance=1, description=desc)
 
                 ctx.progress = advance
+                ctx.options.update(schedule.options_for(name))
                 record.begin(name)
+                t_probe = time.time()
                 try:
                     if runs_in_parallel(name, devices, bool(ctx.options.get("sequential"))):
                         ms = run_per_device(name, cfg, devices, ctx.options, advance, record.keep)
@@ -236,12 +241,14 @@ def run(
                     record.end(ms)
                 except Exception as exc:  # a probe bug must not cost the other probes' results
                     record.end(exc=exc)
+                schedule.done(name, time.time() - t_probe)
                 progress.update(task, description=f"{name} done")
     except KeyboardInterrupt as exc:
         if record is None:
             console.print(f"interrupted by {describe(exc)} before anything was measured", markup=False)
             return exit_code(exc)
         record.end(interrupted=describe(exc))
+        _note_schedule(record, schedule)
         record.finish("interrupted", time.perf_counter() - t_run)
         n = sum(m.get("status") == "ok" for m in record.doc["measurements"])
         console.print(
@@ -252,6 +259,13 @@ def run(
         return exit_code(exc)
     finally:
         nvml.shutdown()
+    _note_schedule(record, schedule)
     record.finish("completed", time.perf_counter() - t_run)
     print_outputs(record.doc, record.path, (options or {}).get("reports"))
     return 0
+
+
+def _note_schedule(record: RunRecord, schedule: Schedule | None) -> None:
+    note = schedule.note(record.doc["measurements"]) if schedule is not None else None
+    if note:
+        record.doc["notes"].append(note)

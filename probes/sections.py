@@ -48,6 +48,9 @@ class TimingConfig:
     target_rse: float = _checks(positive)  # stop when the relative standard error of the mean is below this
     case_budget_s: float = _checks(positive, duration)  # ...or when this much time was spent timing the case
     telemetry_interval_s: float = _checks(positive, duration)
+    # The whole profile's probes (probes.runner.Schedule): once a probe has used its share, its optional
+    # cases (those no headline comes from) are skipped as "trimmed". 0: no budget.
+    profile_budget_s: float = _checks(non_negative, duration)
 
 
 @dataclass(frozen=True)

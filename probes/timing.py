@@ -219,6 +219,7 @@ def _time_fn(
     batch, k, calibrating = min(CALIBRATION_REPS, cfg.max_reps), 1, True
     while len(samples) < cfg.max_reps:
         n = min(batch, cfg.max_reps - len(samples))
+        batch_start = time.perf_counter()
         if use_events:
             samples.extend(_event_batch(fn, n, flush, k, split))
         else:
@@ -241,7 +242,9 @@ def _time_fn(
         over_budget = int(enough and time.perf_counter() - start >= cfg.case_budget_s)
         # Grow the batch so tiny kernels are not dominated by the per-batch sync and statistics, but never
         # past what the budget can still afford.
-        per_sample = max(samples[-1] * k, 1e-7)
+        # What one more sample costs in wall time: the flush before it and the sync after it included (a
+        # flush of a CPU's last-level cache can take 100x the GEMM it precedes).
+        per_sample = max((time.perf_counter() - batch_start) / n, samples[-1] * k, 1e-7)
         remaining = cfg.case_budget_s - (time.perf_counter() - start)
         proposed = max(1, cfg.min_reps - len(samples), min(batch * 2, 64, int(remaining / per_sample)))
         rse_missed, over_budget, batch = consensus([rse_missed, over_budget, proposed])

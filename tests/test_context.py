@@ -53,7 +53,13 @@ def test_a_disturbed_case_is_timed_again_and_the_steadiest_attempt_kept(tiny_con
         time.sleep(0.02 if slow else 0.002)
 
     timing = TimingConfig(
-        warmup_s=0.0, min_reps=6, max_reps=6, target_rse=1e-9, case_budget_s=10, telemetry_interval_s=1
+        warmup_s=0.0,
+        min_reps=6,
+        max_reps=6,
+        target_rse=1e-9,
+        case_budget_s=10,
+        telemetry_interval_s=1,
+        profile_budget_s=0,
     )
 
     def measure(case: str, fn, steady_cv: float, split: Split | None = None):

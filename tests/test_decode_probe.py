@@ -217,9 +217,27 @@ def test_the_host_split_counts_the_wrapped_calls_apart():
         time.sleep(0.002)
 
     cfg = TimingConfig(
-        warmup_s=0.0, min_reps=4, max_reps=4, target_rse=1e-9, case_budget_s=10, telemetry_interval_s=1
+        warmup_s=0.0,
+        min_reps=4,
+        max_reps=4,
+        target_rse=1e-9,
+        case_budget_s=10,
+        telemetry_interval_s=1,
+        profile_budget_s=0,
     )
     t = time_fn(rep, torch.device("cpu"), cfg, split=split)
     assert len(split.inside_s) == len(split.host_s) == t.stats.n == 4
     assert all(i >= 0.003 for i in split.inside_s) and all(o >= 0.002 for o in split.outside_s())
     assert all(h == pytest.approx(s, abs=1e-3) for h, s in zip(split.host_s, t.samples_s, strict=True))
+
+
+def test_the_attention_case_names_the_sdpa_kernel_it_got():
+    """Which kernel scaled_dot_product_attention picked is recorded; the math fallback is named as such."""
+    import torch
+
+    from probes.decoder import sdpa_backend
+
+    q, k = torch.randn(2, 8, 1, 64), torch.randn(2, 2, 33, 64)
+    assert sdpa_backend(q, k, k) in {"flash_attention", "efficient_attention", "cudnn_attention", "math"}
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        assert sdpa_backend(q, k, k) == "math"

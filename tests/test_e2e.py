@@ -56,13 +56,20 @@ def test_plain_probes_all_runs_the_quick_profile_on_the_cpu(tmp_path):
     # real decode steps beside the projection from this run's roofline, batch 1, 4 and 16
     assert "Decode: measured tokens/s vs the projection" in r.stdout
     decode = [m for m in doc["measurements"] if m["probe"] == "decode" and m["params"].get("kind") == "step"]
-    assert sorted((m["params"]["dtype"], m["params"]["batch"]) for m in decode if m["status"] == "ok") == [
-        (f, b) for f in ("fp32", "int4-wo") for b in (1, 4, 16)
-    ]
+    steps = sorted((m["params"]["dtype"], m["params"]["batch"]) for m in decode if m["status"] == "ok")
+    # the first format's steps always run; the quick profile's time budget (probes.schedule) may trim the
+    # second's, each then recorded as trimmed, and the note says what was
+    assert steps[:3] == [("fp32", b) for b in (1, 4, 16)]
+    trimmed = [m for m in decode if m["status"] == "skipped"]
+    assert len(steps) + len(trimmed) == 6 and all(m["error"].startswith("trimmed") for m in trimmed)
+    assert any(n.startswith("time budget: 72 s for the quick profile") for n in doc["notes"])
     # measured beside projected from the run's parts: a gross miss (a part dropped, a unit slip) fails here;
-    # the accuracy itself (within 10-15 %) is reported by the run, not asserted on a busy CI box
-    rows = decode_rows(doc)
-    assert len(rows) == 6 and all(abs(r["projected_error"]) < 0.5 for r in rows), rows
+    # the accuracy itself (within 10-15 %) is reported by the run, not asserted on a busy CI box. The first
+    # format's GEMMs are never trimmed; the second's may be, and its projection then has no measured GEMMs.
+    rows = [r for r in decode_rows(doc) if r["dtype"] == "fp32"]
+    assert len(rows) == 3 and all(abs(r["projected_error"]) < 0.5 for r in rows), [
+        (r["dtype"], r["batch"], r["projected_error"]) for r in rows
+    ]
     assert any("STREAM" in n for n in doc["notes"]) and any("2*M*N*K" in n for n in doc["notes"])
     assert not [m for m in doc["measurements"] if m["status"] == "error"]
     assert doc["devices"][0]["kind"] == "cpu"

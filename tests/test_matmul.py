@@ -189,3 +189,24 @@ def test_triton_bf16_matmul_runs_on_the_last_gpu(tmp_path):
     assert prober.reason("bf16", "triton") is None
     m = prober.measure(mm.Case("square", "bf16", "triton", 1024, 1024, 1024))
     assert m.status == "ok" and m.verification["status"] == "passed", m.error
+
+
+def test_past_its_deadline_the_decode_gemms_are_trimmed_and_the_peaks_kept(tmp_path):
+    """Under the profile's time budget (probes.schedule) the squares, where the peak headlines come from,
+    always run; the decode-shaped GEMMs past the probe's deadline are skipped as trimmed, with the reason."""
+    import time
+
+    text = TINY.replace('"fp32", "tf32", "bf16", "fp8_e4m3"', '"fp32"')
+    ctx = ctx_for(tmp_path, text.replace('decode_dtypes = ["fp32"]', 'decode_dtypes = ["fp32", "int4-wo"]'))
+    ctx.options.update(deadline=time.time() - 1, trim_reason="trimmed: test")
+    ms = mm.run(ctx)
+    assert len(ms) == mm.n_cases(ctx)
+    squares = [m for m in ms if m.params["kind"] == "square" and m.params["variant"] == "torch"]
+    assert all(m.status == "ok" for m in squares) and any(m.headline for m in squares)
+    # the first decode format's GEMMs (the run's own projection) run first and in full; the later ones trimmed
+    decode = [m for m in ms if m.params["kind"] == "decode"]
+    first = [m for m in decode if m.params["dtype"] == "fp32"]
+    later = [m for m in decode if m.params["dtype"] != "fp32"]  # int4-wo layers and its bf16 LM head
+    assert first and all(m.status == "ok" for m in first)
+    assert later and all(m.status == "skipped" and m.error == "trimmed: test" for m in later)
+    assert decode.index(first[-1]) < decode.index(later[0])
