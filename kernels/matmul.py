@@ -19,8 +19,13 @@ import torch
 import triton
 import triton.language as tl
 
+KERNEL_META = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")  # a config's other keys are compiler options
 
-def _configs() -> list[triton.Config]:
+
+def _configs(backend: str | None = None) -> list[triton.Config]:
+    """The autotuner's tiles for `backend` ("cuda" or "hip"; default: the one this torch build runs)."""
+    if (backend or ("hip" if torch.version.hip else "cuda")) == "hip":
+        return _hip_configs()
     # A handful of Hopper/Ampere/Ada-friendly tiles: 128x256 and 256x128 for big squares, 64-wide for
     # skinny shapes, fewer stages where shared memory is the limit (L40S/4090: 100 KB per SM).
     shapes = [
@@ -35,6 +40,38 @@ def _configs() -> list[triton.Config]:
     return [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
         for m, n, k, s, w in shapes
+    ]
+
+
+def _hip_configs() -> list[triton.Config]:
+    # CDNA (MI200/MI300): Triton's AMD backend pipelines through LDS with num_stages=2 (its default; deeper
+    # stages only cost LDS, 64 KiB per workgroup), a wave is 64 lanes (num_warps=4: a 256-thread workgroup),
+    # matrix_instr_nonkdim=16 asks for the 16x16 MFMA, and waves_per_eu caps occupancy so the big tiles keep
+    # their registers: the knobs Triton's own matmul tutorial tunes on HIP. Every tile here compiles for
+    # gfx90a and gfx942 within the LDS limit (tests/test_kernels_aot.py).
+    shapes = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, waves_per_eu)
+        (256, 256, 32, 8, 2),
+        (256, 128, 64, 8, 2),
+        (128, 256, 64, 8, 2),
+        (128, 128, 64, 4, 2),
+        (64, 128, 64, 4, 0),
+        (64, 64, 128, 4, 0),
+        (32, 64, 128, 4, 0),
+    ]
+    return [
+        triton.Config(
+            {
+                "BLOCK_M": m,
+                "BLOCK_N": n,
+                "BLOCK_K": k,
+                "GROUP_M": 8,
+                "matrix_instr_nonkdim": 16,
+                "waves_per_eu": e,
+            },
+            num_stages=2,
+            num_warps=w,
+        )
+        for m, n, k, w, e in shapes
     ]
 
 

@@ -10,7 +10,8 @@ their own process layout.
 Each worker is a fresh `spawn`ed process (CUDA cannot be forked) that runs the probe with the one device it
 owns and sends back its measurements as run-document dicts, and its progress as it goes. A worker that dies
 (a driver fault, a segfault) costs only its device's cases: the others are kept and the death is recorded as
-an error of that device, beside the cases it finished. Ctrl-C or SIGTERM stops every worker; a worker
+an error of that device, beside the cases it finished; so does one that hangs (no word for `SILENCE_S`
+plus the health soak: it is killed). Ctrl-C or SIGTERM stops every worker; a worker
 dies with its parent even when the parent is SIGKILLed (`probes.interrupt.die_with_parent`).
 
     python -m probes.all                 # per-GPU probes at once on a multi-GPU node
@@ -32,6 +33,14 @@ from probes.config import RunConfig
 
 PER_DEVICE = frozenset({"bandwidth", "matmul", "health"})  # probes measured on every GPU at once
 JOIN_S = 10.0  # how long a stopped worker may take to exit before it is killed
+# A worker says something at every case; one silent this long (plus the health soak, its one long case) is
+# hung (a kernel that never ends, a driver call stuck after an XID): killed, and recorded as its device's error.
+SILENCE_S = 600.0
+
+
+def silence_limit_s(cfg: RunConfig) -> float:
+    """How long a per-GPU worker may go without a word (progress, a case) before it counts as hung."""
+    return SILENCE_S + cfg.health.soak_s
 
 
 def runs_in_parallel(name: str, devices: list[Any], sequential: bool) -> bool:
@@ -101,9 +110,17 @@ def run_per_device(
         for _, writer in readers.values():
             writer.close()  # only the worker holds its write end now: its exit is an EOF here
         open_ = {i: r for i, (r, _) in readers.items()}
+        limit = silence_limit_s(cfg)
+        heard = {i: time.monotonic() for i in open_}
         while open_:
+            for i in [i for i in open_ if time.monotonic() - heard[i] > limit]:
+                procs[i].kill()  # hung: its device's cases so far are kept, the rest is its error
+                del open_[i]
+                why = f"hung: no word from its process for {limit:.0f} s (killed)"
+                results[i] = [*cases[i], _died(name, devices[i], why)]
             for conn in wait(list(open_.values()), timeout=0.5):
                 i = next(k for k, r in open_.items() if r is conn)
+                heard[i] = time.monotonic()
                 try:
                     kind, payload = conn.recv()
                 except EOFError:  # the worker is gone; if it said nothing final, it died

@@ -218,16 +218,15 @@ def measure(
         return skipped(NAME, case.name, device, params, f"{case.size} B is less than one element per rank")
     dtype = DTYPES[case.dtype]
     n_in, n_out = counts
-    # Small integers: every partial sum is exact in bf16 for up to 8 ranks, so the check can be strict.
-    base_in = (torch.arange(n_in, device=device) % 7 + 1).to(dtype)
+    base_in = exact_pattern(n_in, n).to(device=device, dtype=dtype)
     inp = torch.empty(n_in, dtype=dtype, device=device)
     out = inp if case.op == "all_reduce" else torch.empty(n_out, dtype=dtype, device=device)
-    ranks_sum = n * (n + 1) / 2
+    ranks_sum = sum(rank_weight(r, n) for r in range(n))
     if case.op == "all_reduce":
         expected = base_in.double() * ranks_sum
         fn: Callable[[], Any] = lambda: dist.all_reduce(inp)  # noqa: E731
     elif case.op == "all_gather":
-        expected = torch.cat([base_in.double() * (r + 1) for r in range(n)])
+        expected = torch.cat([base_in.double() * rank_weight(r, n) for r in range(n)])
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         fn = lambda: gather(out, inp)  # noqa: E731
     else:
@@ -237,7 +236,7 @@ def measure(
     fn = _with_fault(fn, rank, fault)
 
     def reset() -> None:
-        inp.copy_(base_in * (rank + 1))
+        inp.copy_(base_in * rank_weight(rank, n))
         if out is not inp:
             poison(out)
 
@@ -268,6 +267,24 @@ def measure(
         bytes_moved=case.size,
         agree=agree,
     )
+
+
+EXACT_RANKS = 8  # 7 x (1 + ... + 8) = 252: the largest world whose distinct-weight sums stay within 256
+
+
+def rank_weight(rank: int, n: int) -> int:
+    """What rank `rank` of `n` multiplies the pattern by: rank + 1 (a rank missing or counted twice changes
+    the sum) while every partial sum stays exact in bf16, i.e. up to EXACT_RANKS; 1 beyond."""
+    return rank + 1 if n <= EXACT_RANKS else 1
+
+
+def exact_pattern(numel: int, n: int) -> torch.Tensor:
+    """Per-element values whose every partial sum over ranks is exact in bf16 (8 significant bits), in any
+    reduction order, so the check can be strict. Up to 8 ranks: 1..7 times the distinct rank weights (sums
+    <= 252). Beyond (multi-node worlds), 1, 2, 4 times weight 1: a partial sum is m x 2^j with m <= n,
+    exact up to 256 ranks; small integers times rank + 1 would round past 256 and fail a correct all-reduce."""
+    i = torch.arange(numel)
+    return (i % 7 + 1).float() if n <= EXACT_RANKS else torch.pow(2.0, (i % 3).float())
 
 
 def _with_fault(fn: Callable[[], Any], rank: int, fault: dict[str, Any] | None) -> Callable[[], Any]:

@@ -47,7 +47,7 @@ def matrix() -> list[dict]:
         for kernel in STREAM:
             jobs.append({"kernel": kernel, "dtype": "fp32", "arch": arch})
         for dtype in MATMUL_TYPES:
-            for i, cfg in enumerate(_configs()):
+            for i, cfg in enumerate(_configs("hip" if arch.startswith("gfx") else "cuda")):
                 job = {"kernel": "matmul", "dtype": dtype, "arch": arch, "config": i}
                 job.update(kwargs=dict(cfg.kwargs), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
                 jobs.append(job)
@@ -57,7 +57,7 @@ def matrix() -> list[dict]:
 def _matmul_source(job: dict):
     from triton.compiler import ASTSource
 
-    from kernels.matmul import matmul_kernel
+    from kernels.matmul import KERNEL_META, matmul_kernel
 
     elem = MATMUL_TYPES[job["dtype"]]
     if elem == "fp8e4nv" and job["arch"].startswith("gfx"):
@@ -67,7 +67,7 @@ def _matmul_source(job: dict):
     for name in ("M", "N", "K", "stride_am", "stride_ak", "stride_bk", "stride_bn", "stride_cm", "stride_cn"):
         sig[name] = "i32"
     sig.update(stride_sa="i32", stride_sb="i32")
-    consts = {**job["kwargs"], "FP8_FAST_ACCUM": False}
+    consts = {k: v for k, v in job["kwargs"].items() if k in KERNEL_META} | {"FP8_FAST_ACCUM": False}
     for c in consts:
         sig[c] = "constexpr"
     # what the runtime specialises for aligned operands: pointers and sizes divisible by 16
@@ -105,7 +105,10 @@ def compile_one(job: dict) -> dict:
     try:
         if job["kernel"] == "matmul":
             src = _matmul_source(job)
-            options = {"num_warps": job["num_warps"], "num_stages": job["num_stages"]}
+            from kernels.matmul import KERNEL_META
+
+            extra = {k: v for k, v in job["kwargs"].items() if k not in KERNEL_META}  # compiler options (HIP)
+            options = {"num_warps": job["num_warps"], "num_stages": job["num_stages"], **extra}
         else:
             from kernels.stream import DEFAULT_BLOCK, _warps
 

@@ -1,6 +1,6 @@
 """A probe for tests/test_parallel.py: a first case handed to `ctx.keep` as soon as it is measured, then one
-measurement per device whose value is the device's index; `die_at` / `raise_at` options make that device's
-worker die or raise after its first case."""
+measurement per device whose value is the device's index; `die_at` / `raise_at` / `hang_at` options make
+that device's worker die, raise or hang after its first case."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def run(ctx) -> list[Measurement]:
     ctx.keep(first)
     if ctx.options.get("die_at") == index:
         os._exit(3)
+    if ctx.options.get("hang_at") == index:
+        time.sleep(3600)
     if ctx.options.get("raise_at") == index:
         raise RuntimeError("a driver fault")
     time.sleep(0.2 * (3 - index) if index < 3 else 0)  # finish out of order

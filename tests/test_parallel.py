@@ -44,6 +44,20 @@ def test_a_dead_or_failing_worker_costs_only_its_device(option, why):
     assert [(m["case"], m["params"].get("index")) for m in ms][2:4] == [("first", 1), ("all", None)]
 
 
+def test_a_hung_worker_is_killed_and_costs_only_its_device(monkeypatch):
+    import time
+
+    import probes.parallel as parallel
+
+    monkeypatch.setattr(parallel, "silence_limit_s", lambda cfg: 3.0)
+    t0 = time.monotonic()
+    ms, _ = run({"hang_at": 2})
+    assert time.monotonic() - t0 < 30
+    assert [m["status"] for m in ms] == ["ok", "ok", "ok", "ok", "ok", "error"]
+    assert ms[5]["case"] == "all"
+    assert ms[5]["error"] == "fake on cpu failed: hung: no word from its process for 3 s (killed)"
+
+
 def test_only_per_gpu_probes_on_several_devices_run_at_once():
     two = [torch.device("cuda", 0), torch.device("cuda", 1)]
     assert runs_in_parallel("bandwidth", two, sequential=False)
