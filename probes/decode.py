@@ -183,7 +183,8 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
     base["layers_run"] = n_layers
     if why is not None:
         return [
-            skipped(NAME, f"{dc.model}/{fmt}/B={b}", device, {**base, "batch": b}, why) for b in dc.batches
+            skipped(NAME, f"{dc.model}/{fmt}/B={b}", device, {**base, "batch": b, "kind": "step"}, why)
+            for b in dc.batches
         ]
     try:
         model = build(model_cfg, n_layers, max_b, dc.context + 1, fmt, device, group_size=group_size)
@@ -195,7 +196,7 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
                 NAME,
                 f"{dc.model}/{fmt}/B={b}",
                 device,
-                {**base, "batch": b},
+                {**base, "batch": b, "kind": "step"},
                 str(exc).splitlines()[0],
                 "error",
             )
@@ -208,7 +209,7 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
     for b in sorted(dc.batches):
         params = {**base, "batch": b}
         if optional and (trimmed := ctx.trimmed()):
-            out.append(skipped(NAME, f"{dc.model}/{fmt}/B={b}", device, params, trimmed))
+            out.append(skipped(NAME, f"{dc.model}/{fmt}/B={b}", device, {**params, "kind": "step"}, trimmed))
             continue
         sub = model.batch(b)
         tokens = torch.randint(0, model_cfg.vocab, (b,), device=device)
