@@ -91,9 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--half", choices=["all", "fit", "holdout"], default="all")
     bt.add_argument("--json", action="store_true", help="print the rows as JSON")
     bt.add_argument("--rows", action="store_true", help="print every row before the summaries")
+    bt.add_argument(
+        "--ttft",
+        action="store_true",
+        help="the prefill / TTFT projection against published TTFT figures instead",
+    )
+    from analysis.plan_cli import add_parser as add_plan
     from analysis.project import add_parser as add_project
 
     add_project(sub)
+    add_plan(sub)
     args = ap.parse_args(argv)
     return guard(lambda: _run(args))
 
@@ -113,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
             check_output_file(args.output, IMAGES)
     commands = {
         "project": _project,
+        "plan": _plan,
         "backtest": _backtest,
         "compare": _compare,
         "audit": _audit,
@@ -314,9 +322,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
+    if args.ttft:
+        from analysis.ttft_backtest import ttft_command
+
+        return ttft_command(args.csv, args.half, args.json, args.rows)
     from analysis.decode_report import backtest_command
 
     return backtest_command(args.csv, args.half, args.json, args.rows)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from analysis.plan_cli import run
+
+    return run(args)
 
 
 def _project(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 1,8,32")
     values = [_int(s) for s in items]
     if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be at least 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
     return values
 
 

@@ -210,15 +210,19 @@ def prefill_s(hw: HardwareProfile, q: Query, batch: int) -> float:
     cfg, t, n_tok, e = q.model, q.tp, batch * q.input_len, q.run_engine
     total = 0.0
     for lin in engine_linears(cfg, t, e):
-        per = (
-            cfg.layers * cfg.experts_per_token
-            if lin.op in ("gate_up", "gate", "up", "down") and cfg.experts > 1
-            else lin.per_step
-        )
-        m = n_tok if lin.op != "lm_head" else batch  # only the last position of each prompt needs logits
+        if lin.op in ("gate_up", "gate", "up", "down") and cfg.experts > 1:
+            # as in a decode step: every touched expert's weights read once, the tokens split among them
+            # (128 prompt tokens x 2 of 8 experts: all 8 touched, M = 32 each, memory-bound)
+            touched = experts_touched(cfg, n_tok)
+            per, m = touched * cfg.layers, max(1, round(n_tok * cfg.experts_per_token / touched))
+        else:
+            # only the last position of each prompt needs logits
+            per, m = lin.per_step, n_tok if lin.op != "lm_head" else batch
         fmt = head_format(q.weight_dtype) if lin.op == "lm_head" else q.weight_dtype
         total += per * gemm_seconds(hw, m, lin.n, lin.k, q, fmt, e.kernel(fmt))[0]
     total += batch * 2 * q.input_len**2 * (cfg.heads // t) * cfg.head_dim * cfg.layers / hw.compute("bf16")
+    # the norms, RoPE, activations and kernel boundaries of a prompt-sized step (gpus.toml prefill_factor)
+    total *= hw.prefill_factor
     total += 2 * cfg.layers * hw.allreduce_s(n_tok * cfg.hidden * 2.0, t, e.custom_allreduce_s)
     return total
 

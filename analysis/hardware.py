@@ -45,6 +45,9 @@ class HardwareProfile:
     gemm_latency_s: float = (
         0.0  # fixed time of a GEMM kernel the node did not measure, on top of its roofline
     )
+    prefill_factor: float = (
+        1.0  # a prefill's time over its GEMMs' and attention's roofline (gpus.toml [decode])
+    )
     attention: dict[str, Curve] = field(default_factory=dict)  # per KV dtype: KV bytes -> seconds
     # where no attention curve was measured: the fraction of the copy bandwidth decode attention reaches, by KV
     # dtype and tokens per request
@@ -146,6 +149,7 @@ def profile_from_spec(spec: GPUSpec, ideal: bool = False) -> HardwareProfile:
         gemm_fraction=(lambda fmt, m: 1.0) if ideal else _fraction_table(d["gemm_fraction"]),
         op_seconds={m: 0.0 for m in LAUNCH_MODES} if ideal else dict(d["op_seconds"]),
         gemm_latency_s=0.0 if ideal else d["gemm_latency_s"],
+        prefill_factor=1.0 if ideal else d["prefill_factor"],
         attention_fraction=(lambda kv, tokens: 1.0) if ideal else _attention_table(d),
         link_kind=link_kind,
         ideal=ideal,
@@ -219,6 +223,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         attention_fraction=_attention_table(d),
         eager_op_by_batch=sorted((b, sum(v) / len(v)) for b, v in host_per_op.items()),
         asynchronous=device.get("kind") != "cpu",
+        prefill_factor=d["prefill_factor"],  # the run measured GEMMs, not a prompt-sized step's other work
     )
 
 

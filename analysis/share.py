@@ -137,15 +137,21 @@ def _md(text: Any) -> str:
 
 
 def markdown(doc: dict[str, Any], doc_path: Path, out_path: Path) -> str:
-    lines = [f"# gpuprobe: {_md(doc.get('host', {}).get('hostname', '?'))}", ""]
-    lines += (
-        ["| fact | value |", "| --- | --- |"] + [f"| {_md(k)} | {_md(v)} |" for k, v in facts(doc)] + [""]
-    )
-    for s in sections(doc):
+    title = f"gpuprobe: {doc.get('host', {}).get('hostname', '?')}"
+    return render_markdown(title, facts(doc), sections(doc), images(doc_path), out_path)
+
+
+def render_markdown(
+    title: str, facts_: list[tuple[str, str]], secs: list[Section], pngs: list[Path], out_path: Path
+) -> str:
+    """A fact table, the sections as GitHub tables with their notes, the PNGs linked beside `out_path`."""
+    lines = [f"# {_md(title)}", ""]
+    lines += ["| fact | value |", "| --- | --- |"] + [f"| {_md(k)} | {_md(v)} |" for k, v in facts_] + [""]
+    for s in secs:
         lines += [f"## {s.title}", "", "| " + " | ".join(s.columns) + " |", "|" + " --- |" * len(s.columns)]
         lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in s.rows]
         lines += [""] + [f"- {_md(n)}" for n in s.notes] + ([""] if s.notes else [])
-    for png in images(doc_path):
+    for png in pngs:
         folder = out_path.resolve().parent
         rel = png.resolve().relative_to(folder) if png.resolve().is_relative_to(folder) else png
         lines += [f"![{png.stem}]({rel})", ""]
@@ -167,10 +173,16 @@ def _cell(text: str) -> str:
 
 
 def to_html(doc: dict[str, Any], doc_path: Path) -> str:
+    title = f"gpuprobe: {doc.get('host', {}).get('hostname', '?')}"
+    return render_html(title, facts(doc), sections(doc), images(doc_path))
+
+
+def render_html(title: str, facts_: list[tuple[str, str]], secs: list[Section], pngs: list[Path]) -> str:
+    """One self-contained page: inline CSS, every string escaped, the PNGs embedded as base64."""
     e = html.escape
-    body = [f"<h1>gpuprobe: {e(str(doc.get('host', {}).get('hostname', '?')))}</h1>", "<table>"]
-    body += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts(doc)] + ["</table>"]
-    for s in sections(doc):
+    body = [f"<h1>{e(title)}</h1>", "<table>"]
+    body += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts_] + ["</table>"]
+    for s in secs:
         body += [
             f"<h2>{e(s.title)}</h2>",
             "<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in s.columns) + "</tr>",
@@ -178,14 +190,13 @@ def to_html(doc: dict[str, Any], doc_path: Path) -> str:
         body += ["<tr>" + "".join(_cell(str(c)) for c in row) + "</tr>" for row in s.rows] + ["</table>"]
         if s.notes:
             body += ["<ul>"] + [f"<li>{e(n)}</li>" for n in s.notes] + ["</ul>"]
-    for png in images(doc_path):
+    for png in pngs:
         data = base64.b64encode(png.read_bytes()).decode()
         body.append(
             f'<h2>{e(png.stem.rsplit("_", 1)[-1])}</h2><img alt="{e(png.stem)}" src="data:image/png;base64,{data}">'
         )
-    title = e(f"gpuprobe report: {doc.get('host', {}).get('hostname', '?')}")
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
         f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 

@@ -228,6 +228,7 @@ def decode_defaults(spec: GPUSpec | None) -> dict[str, Any]:
                 arch, raw["gemm_latency_s"].get(spec.memory if spec else "", raw["gemm_latency_s"]["default"])
             )
         ),
+        "prefill_factor": float(raw["prefill_factor"]),
         "allreduce_latency_s": dict(raw["allreduce_latency_s"]),
         "attention_fraction": {int(k): float(v) for k, v in raw["attention_fraction"].items()},
         "attention_fp8_factor": float(raw["attention_fp8_factor"]),

@@ -188,7 +188,7 @@ def test_cli_tables_and_json(capsys, tmp_path):
         (["--gpu", "l40s", "--model", "gpt-17"], "unknown model 'gpt-17'"),
         (["--gpu", "h300", "--model", "llama-3.1-8b"], "unknown GPU key 'h300'"),
         (["--gpu", "l40s", "--model", "qwen2.5-0.5b", "--tp", "4"], "does not divide 14 attention heads"),
-        (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "0,8"], "batch sizes must be at least 1"),
+        (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "0,8"], "every value must be at least 1"),
         (["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "one"], "'one' is not an integer"),
         (
             ["--gpu", "l40s", "--model", "llama-3.1-8b", "--batch", "1,,8"],
