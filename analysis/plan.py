@@ -335,6 +335,30 @@ class Plan:
         }
 
 
+def at_batch(o: Option, w: Workload, batch: int) -> dict[str, Any]:
+    """The option at a fixed batch (a published table's row, to set beside it): its figures and why, i.e.
+    how the decode step splits and what bounds it, and whether the KV cache holds that many requests."""
+    q = query(w, o.fmt, o.tp, o.candidate.price)
+    p = point(o.candidate.hw, q, batch)
+    step = decode.decode_step(o.candidate.hw, q, batch, round(w.input_len + (w.output_len - 1) / 2))
+    parts = {
+        "weights": step.weights_s,
+        "kv": step.kv_s,
+        "compute": step.compute_s,
+        "overhead": step.overhead_s,
+        "communication": step.comm_s,
+        "host": step.host_s,
+    }
+    return {
+        "option": o.name,
+        "batch": batch,
+        "fits_kv": batch <= o.max_batch,
+        **p.to_dict(),
+        "bound": step.bound,
+        "split": {k: v / step.seconds for k, v in parts.items()},
+    }
+
+
 def plan(candidates: list[Candidate], w: Workload, t: Targets, tps: tuple[int, ...] = TP_SIZES) -> Plan:
     options, unfit = [], []
     for c in candidates:

@@ -28,6 +28,7 @@ from analysis.plan import (
     PlanError,
     Targets,
     Workload,
+    at_batch,
     plan,
 )
 
@@ -160,6 +161,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tp", type=int_list, default=PLAN_TP, help=f"TP sizes to try (default {PLAN_TP})")
     p.add_argument("--engine", default=None, help="serving engine, optionally NAME@VERSION (default: vllm)")
     p.add_argument("--engine-version", default=None, help="the engine's version (or NAME@VERSION)")
+    p.add_argument(
+        "--batch",
+        type=int_list,
+        default=None,
+        help="also every option at these batches (a published table's rows), with how the step splits",
+    )
     p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
     p.add_argument(
         "-o",
@@ -179,12 +186,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plan_dir is not None:
         check_output_dir(args.plan_dir, "-o")
     p = from_args(args)
+    rows = [at_batch(o, p.workload, b) for o in p.options for b in args.batch or ()]
     if args.json:
-        print(json.dumps(p.to_dict(), indent=1))
+        print(json.dumps({**p.to_dict(), "at_batches": rows}, indent=1))
     else:
         from rich.console import Console
 
-        print_plan(p, Console() if sys.stdout.isatty() else Console(width=160))
+        console = Console() if sys.stdout.isatty() else Console(width=160)
+        print_plan(p, console)
+        if rows:
+            print_at_batches(rows, console)
     if args.plan_dir is not None:
         from analysis.plan_report import write_all
 
@@ -220,3 +231,34 @@ def print_plan(p: Plan, out: Any) -> None:
         out.print(f"  does not fit: {c.label} {fmt}: {why}", markup=False)
     for a in ASSUMPTIONS:
         out.print(f"  assumption: {a}", markup=False)
+
+
+def print_at_batches(rows: list[dict[str, Any]], out: Any) -> None:
+    from rich.table import Table
+
+    t = Table(
+        "option",
+        "batch",
+        "out tok/s",
+        "tok/s/GPU",
+        "TPOT ms",
+        "TTFT ms",
+        "$/M out",
+        "bound",
+        "split % (w kv c o comm host)",
+        title="every option at the asked batches (to set beside a published table)",
+    )
+    for r in rows:
+        split = " ".join(f"{100 * v:.0f}" for v in r["split"].values())
+        t.add_row(
+            r["option"],
+            f"{r['batch']}{'' if r['fits_kv'] else ' (over KV)'}",
+            f"{r['output_tokens_per_s']:.0f}",
+            f"{r['output_tokens_per_s_per_gpu']:.0f}",
+            f"{r['tpot_ms']:.1f}",
+            f"{r['ttft_ms']:.0f}",
+            f"{r['cost_per_million_output_tokens']:.3f}",
+            r["bound"],
+            split,
+        )
+    out.print(t)

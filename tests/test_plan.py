@@ -112,6 +112,29 @@ def test_the_buying_guides_cost_arithmetic():
     assert decode.cost_per_million_tokens(0.45, 2, 500) == pytest.approx(0.50, abs=0.005)
 
 
+def test_the_guides_rows_beside_our_projection_and_why(capsys):
+    """The guide's setups (2 x L40S FP8, 2 x A100 80GB BF16 on-demand and spot; Llama 3.1 70B) at batch 8 and
+    32: `--batch` prints our projection of the same rows with what bounds the step and how it splits, to set
+    beside the guide's table (its 800 and 500 tok/s price to $0.50 and $1.82 per million above)."""
+    argv = ["--candidate", "l40s:fp8:0.72", "--candidate", "a100-sxm4-80gb:bf16:1.64"]
+    doc = plan_json(
+        capsys, *argv, "--candidate", "a100-sxm4-80gb:bf16:0.45:spot", "--tp", "2", "--batch", "8,32"
+    )
+    rows = doc["at_batches"]
+    assert [(r["option"].split()[0], r["batch"]) for r in rows] == [
+        (gpu, b) for gpu in ("l40s", "a100-sxm4-80gb", "a100-sxm4-80gb") for b in (8, 32)
+    ]
+    for r in rows:
+        assert sum(r["split"].values()) == pytest.approx(1.0) and r["bound"] in ("memory", "compute")
+        assert r["output_tokens_per_s"] == pytest.approx(r["batch"] / (r["tpot_ms"] / 1e3))
+    spot, od = rows[4], rows[2]
+    assert spot["cost_per_million_output_tokens"] == pytest.approx(
+        od["cost_per_million_output_tokens"] * 0.45 / 1.64
+    )
+    assert analysis_main([*BASE, *argv, "--tp", "2", "--batch", "8,32"]) == 0
+    assert "every option at the asked batches" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
