@@ -295,6 +295,19 @@ def _compare(args: argparse.Namespace) -> int:
 
     old, new = load(args.old), load(args.new)
     changes = compare(old, new, args.threshold / 100)
+    both = [c for c in changes if c.old is not None and c.new is not None]
+    if not both:
+
+        def side(doc: dict) -> str:
+            s = doc.get("summary", [])
+            return (
+                f"{len(s)} on {', '.join(sorted({x['device'] for x in s})) or 'no device'}" if s else "none"
+            )
+
+        raise BadInput(
+            f"nothing to compare: {args.old.name} and {args.new.name} share no headline figure on the same device "
+            f"({args.old.name}: {side(old)}; {args.new.name}: {side(new)}), so no regression can be judged"
+        )
     console = Console() if sys.stdout.isatty() else Console(width=140)
     t = Table(
         title=escape(
@@ -317,7 +330,11 @@ def _compare(args: argparse.Namespace) -> int:
         )
     console.print(t)
     bad = [c for c in changes if c.regressed]
-    console.print(f"{len(bad)} regression(s) beyond {args.threshold:g} %" if bad else "no regression")
+    alone = len(changes) - len(both)
+    judged = f"{len(both)} figure(s) compared" + (f", {alone} on one side only (not judged)" if alone else "")
+    console.print(
+        f"{judged}: " + (f"{len(bad)} regression(s) beyond {args.threshold:g} %" if bad else "no regression")
+    )
     return 1 if bad else 0
 
 

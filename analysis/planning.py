@@ -68,6 +68,10 @@ def load_claims(path: Path) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not rows:
         raise PlanningError(f"{path}: no [[claim]] rows")
     for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):  # `claim = [1, 2]` or `claim = ["..."]` instead of [[claim]] tables
+            raise PlanningError(
+                f"{path}: claim {i} is {type(row).__name__} {row!r}, not a table: write each claim as a [[claim]] table"
+            )
         where = f"{path}: claim {i} ({row.get('name', '?')})"
         for key, tp in CLAIM_KEYS.items():
             if key not in row:

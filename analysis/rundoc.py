@@ -130,19 +130,36 @@ def default_path(out_dir: str | Path, started: datetime, host: str, device: str,
     return Path(out_dir) / f"{stamp}_{safe(host)}_{safe(device)}{'_' + safe(tag) if tag else ''}.json"
 
 
-def create_exclusive(out_dir: str | Path, started: datetime, host: str, device: str) -> Path:
-    """A new, empty run-document file that no other run can have: named with this process's PID and
-    created with O_EXCL (runs started in the same second into one folder, even from several hosts sharing
-    it, each get their own file; a clash adds a counter)."""
-    for n in range(1000):
-        tag = f"{os.getpid()}" + (f"-{n}" if n else "")
-        path = default_path(out_dir, started, host, device, tag)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return path
+def create_exclusive(
+    out_dir: str | Path, started: datetime, host: str, device: str, doc: dict[str, Any] | None = None
+) -> Path:
+    """A new run document that no other run can have, published whole: `doc` is written to a temporary file,
+    then linked under its name with os.link, which is atomic and fails if the name exists. Runs started in
+    the same second into one folder, even from several hosts sharing it, each get their own file (named with
+    this process's PID; a clash adds a counter), and a reader polling the folder (a dashboard, `analysis
+    fleet`, a Prometheus exporter) never sees it empty or half-written. Where the filesystem has no hard
+    links, the name is taken with O_EXCL and the document written over it at once."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(doc if doc is not None else {}, out)
+    try:
+        for n in range(1000):
+            tag = f"{os.getpid()}" + (f"-{n}" if n else "")
+            path = default_path(out_dir, started, host, device, tag)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue
+            except OSError:  # no hard links here (some network or FUSE filesystems)
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                except FileExistsError:
+                    continue
+                os.replace(tmp, path)
+            return path
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     raise FileExistsError(f"{out_dir}: no free run-document name for {started.isoformat()}")
 
 
@@ -176,13 +193,21 @@ def write_atomic(
     killed (the page cache is the kernel's), not a power cut; the runner syncs at every probe's end."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(_write_temp(doc, path.parent, texts, durable, path.name), path)
+    return path
+
+
+def _write_temp(
+    doc: dict[str, Any], folder: Path, texts: list[str] | None = None, durable: bool = True, name: str = "run"
+) -> str:
+    """The document in a new hidden temporary file of `folder` (mode per the umask); its path."""
     if texts is None:
         text = json.dumps(_finite(doc), indent=1, default=_json_default, allow_nan=False)
     else:
         head = {k: v for k, v in doc.items() if k != "measurements"}
         text = json.dumps(_finite(head), indent=1, default=_json_default, allow_nan=False)
         text = text[: text.rindex("}")].rstrip() + ',\n "measurements": [\n' + ",\n".join(texts) + "\n ]\n}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as fh:
@@ -190,12 +215,11 @@ def write_atomic(
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+    return tmp
 
 
 def _finite(o: Any) -> Any:

@@ -28,7 +28,7 @@ from analysis.headline import Headline
 from analysis.rundoc import Measurement, error_line
 from analysis.units import fmt_bytes
 from probes.config import BandwidthConfig
-from probes.context import Context, measure_case, skipped
+from probes.context import Context, measure_case
 from probes.device import cache_bytes, free_memory_bytes, triton_unavailable_reason
 from probes.verify import compare, poison, tolerance
 
@@ -124,7 +124,7 @@ def _run_device(ctx: Context, device: torch.device) -> list[Measurement]:
             case = f"{pattern}/{variant}/{fmt_bytes(ws)}"
             if variant == "triton" and triton_reason:
                 ctx.progress(f"{NAME}: {case}")
-                out.append(skipped(NAME, case, device, params, triton_reason))
+                out.append(ctx.skip(NAME, case, device, params, triton_reason))
                 continue
             out.append(
                 measure_pattern(
@@ -291,7 +291,7 @@ def _skip_all(
         case = f"{pattern}/{variant}/{fmt_bytes(base['working_set_bytes'])}"
         ctx.progress(f"{NAME}: {case}")
         params = {**base, "pattern": pattern, "variant": variant}
-        out.append(skipped(NAME, case, device, params, reason, status))
+        out.append(ctx.skip(NAME, case, device, params, reason, status))
     return out
 
 

@@ -32,7 +32,7 @@ import torch
 
 from analysis.rundoc import Measurement
 from probes.config import RunConfig
-from probes.context import Context, skipped
+from probes.context import Context
 from probes.launch import launch_ranks, resolve_launch
 from probes.p2p import link_label, ordered_pairs, p2p_matrix
 from probes.ranks import NAME, plan
@@ -73,7 +73,7 @@ def run(ctx: Context) -> list[Measurement]:
         for case in plan(ctx.cfg.collectives):
             ctx.progress(f"{NAME}: {case.name}")
             out.append(
-                skipped(
+                ctx.skip(
                     NAME,
                     case.name,
                     device,

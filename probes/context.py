@@ -47,6 +47,21 @@ class Context:
             return None
         return str(self.options.get("trim_reason") or "trimmed: the profile's time budget is spent")
 
+    def skip(
+        self,
+        probe: str,
+        case: str,
+        device: torch.device,
+        params: dict[str, Any],
+        reason: str,
+        status: str = "skipped",
+    ) -> Measurement:
+        """A case not measured (see `skipped`), handed to `keep` at once like a measured one: a run stopped
+        by Ctrl-C keeps the skip records of what the probe had already decided, not only its figures."""
+        m = skipped(probe, case, device, params, reason, status)
+        self.keep(m)
+        return m
+
     def cache_flush(self, device: torch.device) -> CacheFlush:
         """The one L2-flush buffer of a device, allocated on first use and kept for the run."""
         key = str(device)

@@ -42,7 +42,7 @@ from analysis.headline import Headline
 from analysis.models import ModelConfig, load_model
 from analysis.rundoc import Measurement
 from probes import quant
-from probes.context import Context, measure_case, skipped
+from probes.context import Context, measure_case
 from probes.decoder import Decoder, attention, build, count_ops, sdpa_backend, step, torch_activation
 from probes.device import free_memory_bytes
 from probes.gemm import capability_reason
@@ -131,7 +131,7 @@ def _graph_overhead(ctx: Context, device: torch.device, x: torch.Tensor) -> Meas
                 for _ in range(GRAPH_OPS):
                     x.add_(1.0)
     except Exception as exc:  # a build or driver without graph capture: recorded, never a number
-        return skipped(NAME, "overhead/graph", device, params, f"CUDA graph capture failed: {exc}", "error")
+        return ctx.skip(NAME, "overhead/graph", device, params, f"CUDA graph capture failed: {exc}", "error")
     m = measure_case(
         ctx,
         probe=NAME,
@@ -183,7 +183,7 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
     base["layers_run"] = n_layers
     if why is not None:
         return [
-            skipped(NAME, f"{dc.model}/{fmt}/B={b}", device, {**base, "batch": b, "kind": "step"}, why)
+            ctx.skip(NAME, f"{dc.model}/{fmt}/B={b}", device, {**base, "batch": b, "kind": "step"}, why)
             for b in dc.batches
         ]
     try:
@@ -192,7 +192,7 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
         counts = count_ops(model.batch(1), probe_tokens, dc.context)
     except Exception as exc:  # e.g. a kernel this device lacks: recorded for every batch
         return [
-            skipped(
+            ctx.skip(
                 NAME,
                 f"{dc.model}/{fmt}/B={b}",
                 device,
@@ -209,7 +209,7 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
     for b in sorted(dc.batches):
         params = {**base, "batch": b}
         if optional and (trimmed := ctx.trimmed()):
-            out.append(skipped(NAME, f"{dc.model}/{fmt}/B={b}", device, {**params, "kind": "step"}, trimmed))
+            out.append(ctx.skip(NAME, f"{dc.model}/{fmt}/B={b}", device, {**params, "kind": "step"}, trimmed))
             continue
         sub = model.batch(b)
         tokens = torch.randint(0, model_cfg.vocab, (b,), device=device)

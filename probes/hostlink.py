@@ -24,7 +24,7 @@ import torch
 from analysis.headline import Headline
 from analysis.rundoc import Measurement
 from analysis.units import fmt_bytes
-from probes.context import Context, concurrently, measure_built, skipped
+from probes.context import Context, concurrently, measure_built
 from probes.verify import compare, poison
 
 NAME = "hostlink"
@@ -42,7 +42,7 @@ def run(ctx: Context) -> list[Measurement]:
     for device in ctx.devices:
         if device.type != "cuda":
             ctx.progress(f"{NAME}: skipped on {device}")
-            out.append(skipped(NAME, "all", device, {}, CPU_REASON))
+            out.append(ctx.skip(NAME, "all", device, {}, CPU_REASON))
             continue
         out.extend(_run_gpu(ctx, device))
     return out

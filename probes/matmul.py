@@ -44,7 +44,7 @@ from analysis.headline import Headline, dtype_family
 from analysis.models import decode_linears, load_model
 from analysis.rundoc import Measurement, error_line
 from probes.config import MatmulConfig
-from probes.context import Context, measure_case, skipped
+from probes.context import Context, measure_case
 from probes.device import device_context, free_memory_bytes, triton_unavailable_reason
 from probes.gemm import (
     DtypeSpec,
@@ -250,7 +250,7 @@ class DeviceRun:
             why = self._bounds(case, spec, flops, allocated=ops is not None)
         if why is not None:
             self.ctx.progress(f"{NAME}: {case.name}")
-            return skipped(NAME, case.name, self.device, params, why)
+            return self.ctx.skip(NAME, case.name, self.device, params, why)
         key = (str(self.device), case.variant, case.dtype)
         predicted = self.predictor.predict(key, flops)
         if predicted is not None and rotation:  # compute-bound shapes gain nothing from copies: keep it short
@@ -261,13 +261,14 @@ class DeviceRun:
             fns = [matmul_op(spec, case.variant, o, self.mm.fp8_accumulation) for o in [ops, *rotation]]
             fn, check = in_turn(fns), make_checker(spec, ops, rotation)
         except torch.OutOfMemoryError as exc:
+            volume = case.m * case.n * case.k
             self.oom_at[(case.dtype, case.variant)] = min(
-                case.m * case.n * case.k, self.oom_at.get((case.dtype, case.variant), 1 << 62)
+                volume, self.oom_at.get((case.dtype, case.variant), volume)
             )
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.ctx.progress(f"{NAME}: {case.name}")
-            return skipped(
+            return self.ctx.skip(
                 NAME,
                 case.name,
                 self.device,
@@ -297,7 +298,10 @@ class DeviceRun:
 
     def _bounds(self, case: Case, spec: DtypeSpec, flops: int, allocated: bool) -> str | None:
         volume = case.m * case.n * case.k
-        if volume > self.oom_at.get((case.dtype, case.variant), 1 << 62):
+        oom = self.oom_at.get(
+            (case.dtype, case.variant)
+        )  # the smallest volume that ran out of memory, if any
+        if oom is not None and volume > oom:
             return "not tried: a smaller shape of this dtype already ran out of memory"
         if not allocated:
             need = operand_bytes(spec, case.m, case.n, case.k)
@@ -389,7 +393,7 @@ class DeviceRun:
         self.ctx.progress(f"{NAME}: {case.name}")
         params = {"kind": case.kind, "dtype": case.dtype, "variant": case.variant, "m": case.m, "n": case.n}
         params.update(k=case.k, model=case.model, op=case.op, tp=self.mm.decode_tp)
-        return skipped(NAME, case.name, self.device, params, self.ctx.trimmed() or "trimmed")
+        return self.ctx.skip(NAME, case.name, self.device, params, self.ctx.trimmed() or "trimmed")
 
 
 def _tag_peaks(ms: list[Measurement]) -> None:

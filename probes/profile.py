@@ -109,6 +109,21 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     return fn
 
 
+def _user_frame(exc: BaseException) -> str:
+    """' (at FILE:LINE in FUNC)' of the deepest frame of the user's own code (not gpuprobe's, not a library's)."""
+    import traceback
+
+    ours = Path(__file__).resolve().parent.parent
+    theirs = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not Path(f.filename).resolve().is_relative_to(ours / "probes")
+        and "site-packages" not in f.filename
+        and not f.filename.startswith("<")
+    ]
+    return f" (at {theirs[-1].filename}:{theirs[-1].lineno} in {theirs[-1].name})" if theirs else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(
         prog="python -m probes.profile", description="Time a kernel and place it on this node's roofline."
@@ -150,6 +165,13 @@ def _profile(args: argparse.Namespace) -> int:
     work.nbytes = args.nbytes if args.nbytes is not None else work.nbytes
     work.dtype = args.dtype or work.dtype
     work.name = work.name or args.target
+    try:  # once before anything is timed: a workload that raises is the user's error, in one line
+        from probes.timing import synchronize
+
+        work.fn()
+        synchronize(device)  # a GPU kernel's error surfaces here, not at its launch
+    except Exception as exc:
+        raise ConfigError(f"{args.target}: the workload raised {error_line(exc)}{_user_frame(exc)}") from None
     doc = load(args.run) if args.run else None
     if doc is None:
         print(f"{note}; measuring this node's roofline first (quick bandwidth + matmul)", file=sys.stderr)

@@ -86,10 +86,8 @@ class RunRecord:
         )
         label = "cpu" if devices[0].type == "cpu" else f"{len(devices)}x{doc['devices'][0]['name']}"
         doc["notes"].append(device_note)
-        path = create_exclusive(out_dir, started, host["hostname"], label)
-        record = cls(doc, path)
-        record.save()
-        return record
+        path = create_exclusive(out_dir, started, host["hostname"], label, doc)  # published whole
+        return cls(doc, path)
 
     def begin(self, name: str) -> None:
         self.probe, self.t_probe, self.cases, self.case_texts = name, time.perf_counter(), [], []

@@ -362,3 +362,130 @@ def test_time_bounded_tests_pass_beside_two_busy_processes():
             p.kill()
             p.wait()
     assert r.returncode == 0 and "3 passed" in r.stdout, r.stdout[-2000:]
+
+
+# ---- the last door cases (issue 25) ------------------------------------------------------------------------
+
+
+def test_a_huge_square_size_is_skipped_for_its_memory_not_for_an_oom_that_never_happened(tmp_path):
+    """square_sizes = [128, 2000000]: 2e6^3 exceeded the "no OOM yet" sentinel (1 << 62), so the big size was
+    said to follow "a smaller shape that already ran out of memory" when nothing had."""
+    from probes import matmul
+    from probes.config import load_config
+    from probes.context import Context
+    from probes.nvml import NoNvml
+
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(
+        '[matmul]\nsquare_sizes = [128, 2000000]\ndtypes = ["fp32"]\nvariants = ["torch"]\ndecode_models = []\n'
+        '[profiles.t]\nprobes = ["matmul"]\n'
+    )
+    import torch
+
+    ctx = Context(cfg=load_config(cfg), devices=[torch.device("cpu")], nvml=NoNvml())
+    big = next(m for m in matmul.run(ctx) if m.case.endswith("/2000000"))
+    assert big.status == "skipped" and big.error.startswith("needs ") and "of the free memory" in big.error
+    assert "ran out of memory" not in big.error
+
+
+def measurement(probe: str, headline: str, device: str, value: float, unit: str) -> dict:
+    from analysis.rundoc import Measurement
+
+    m = Measurement(
+        probe=probe, case="c", device=device, params={}, value=value, unit=unit, headline=headline
+    )
+    return m.to_dict()
+
+
+def test_compare_with_no_figure_in_common_says_there_is_nothing_to_compare(tmp_path, capsys):
+    from analysis.rundoc import headline_summary
+
+    a, b = make_doc(), make_doc()
+    a["summary"] = [
+        headline_summary([measurement("bandwidth", "dram_copy_torch", "cuda:0", 3e12, "bytes_per_s")])[0]
+    ]
+    b["summary"] = [
+        headline_summary([measurement("matmul", "matmul_peak_bf16_torch", "cpu", 1e12, "flop_per_s")])[0]
+    ]
+    pa, pb = write_atomic(a, tmp_path / "a.json"), write_atomic(b, tmp_path / "b.json")
+    rc = cli(analysis_main, ["compare", str(pa), str(pb)])
+    err = one_line_exit_2(
+        capsys, rc, "nothing to compare", "share no headline figure", "1 on cuda:0", "1 on cpu"
+    )
+    assert "so no regression can be judged" in err and capsys.readouterr().out == ""  # no table, no verdict
+
+
+def test_a_claims_file_with_claim_as_a_list_of_numbers_is_one_line(tmp_path, capsys):
+    claims = tmp_path / "c.toml"
+    claims.write_text("claim = [1, 2]\n")
+    rc = cli(analysis_main, ["audit", str(claims)])
+    one_line_exit_2(capsys, rc, "claim 1 is int 1, not a table", "[[claim]]")
+
+
+def test_a_workload_that_raises_is_one_line_naming_it_and_its_error(tmp_path, capsys, monkeypatch):
+    (tmp_path / "badwork.py").write_text(
+        "import torch\n\ndef make(device):\n    a = torch.ones(4, 4)\n\n"
+        "    def fn():\n        return a @ torch.ones(3, 3)\n\n    return fn\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = write_atomic(make_doc(), tmp_path / "run.json")
+    rc = cli(profile_main, ["badwork:make", "--device", "cpu", "--flops", "1", "--run", str(run)])
+    one_line_exit_2(
+        capsys,
+        rc,
+        "badwork:make: the workload raised RuntimeError",
+        "cannot be multiplied",
+        "badwork.py:7 in fn",
+    )
+
+
+def test_skip_records_are_kept_as_they_are_made(tmp_path):
+    """Ctrl-C in the first probe keeps what `keep` received: the skip records of finished cases too (the
+    Triton variants on a CPU, here), not only the measured ones."""
+    import torch
+    from helpers import TINY_PROBES_TOML
+
+    from probes import bandwidth
+    from probes.config import load_config
+    from probes.context import Context
+    from probes.nvml import NoNvml
+
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(TINY_PROBES_TOML)
+    kept: list = []
+    ctx = Context(cfg=load_config(cfg), devices=[torch.device("cpu")], nvml=NoNvml(), keep=kept.append)
+    ms = bandwidth.run(ctx)
+    assert any(m.status == "skipped" for m in ms)
+    assert [m.case for m in kept] == [m.case for m in ms]  # every record, in order, as it was made
+
+
+def test_a_run_document_is_never_visible_empty(tmp_path, monkeypatch):
+    """The document is written whole to a temporary file and published with os.link (atomic, fails if the
+    name exists), so a reader polling the folder never reads a zero-byte or half-made document."""
+    from datetime import datetime, timezone
+
+    from analysis import rundoc
+
+    doc = make_doc()
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):
+        assert not Path(dst).exists()  # nothing under the name before the link
+        seen.append(json.loads(Path(src).read_text()))  # what appears under it is the whole document
+        real_link(src, dst)
+
+    monkeypatch.setattr(rundoc.os, "link", link)
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    path = rundoc.create_exclusive(tmp_path, when, "h", "cpu", doc)
+    assert (
+        seen
+        and seen[0]["schema"] == doc["schema"]
+        and json.loads(path.read_text())["schema"] == doc["schema"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the temporary file is gone
+    # a second run in the same second gets its own name; a filesystem without hard links still works
+    monkeypatch.setattr(rundoc.os, "link", lambda src, dst: (_ for _ in ()).throw(PermissionError(1, "no")))
+    other = rundoc.create_exclusive(tmp_path, when, "h", "cpu", doc)
+    assert other != path and json.loads(other.read_text())["schema"] == doc["schema"]
+    assert len(list(tmp_path.iterdir())) == 2
