@@ -71,6 +71,7 @@ class Step:
     weight_bytes: float
     kv_bytes: float
     host_s: float = 0.0  # the engine's host time per step that the GPU waits for (scheduler, sampler, Python)
+    a2a_s: float = 0.0  # expert parallelism: the MoE layers' dispatch and combine all-to-alls
 
     @property
     def memory_s(self) -> float:
@@ -83,6 +84,7 @@ class Step:
             "compute": self.compute_s,
             "overhead": self.overhead_s,
             "communication": self.comm_s,
+            "all-to-all": self.a2a_s,
             "host": self.host_s,
         }
         return max(parts, key=lambda k: parts[k])
@@ -184,9 +186,16 @@ def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step
     logits = batch * cfg.vocab / t * 4.0  # fp32 logits written, then read by sampling
     small = cfg.layers * ops_layer + ops_head
     overhead_s += small * small_s + logits / hw.bandwidth_bytes_per_s
-    comm_s = 2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t, e.custom_allreduce_s)
+    comm_s, a2a_s = (
+        moe_communication(hw, q, batch)
+        if q.expert_parallel and cfg.experts > 1
+        else (
+            2 * cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t, e.custom_allreduce_s),
+            0.0,
+        )
+    )
     launched += cfg.layers + small + (2 * cfg.layers if t > 1 else 0)
-    kernels_s = weights_s + kv_s + comp_s + overhead_s + comm_s
+    kernels_s = weights_s + kv_s + comp_s + overhead_s + comm_s + a2a_s
     if overlapped and launched * op_s > kernels_s:  # launch-bound: the GPU waits for the host's launches
         overhead_s += launched * op_s - kernels_s
         kernels_s = launched * op_s
@@ -202,7 +211,19 @@ def decode_step(hw: HardwareProfile, q: Query, batch: int, context: int) -> Step
         weight_total,
         kv_layer * cfg.layers,
         host_s,
+        a2a_s,
     )
+
+
+def moe_communication(hw: HardwareProfile, q: Query, batch: int) -> tuple[float, float]:
+    """(all-reduce seconds, all-to-all seconds) of one step of an MoE model under expert parallelism (EP = TP):
+    attention stays tensor-parallel (one all-reduce per layer); each MoE layer sends every token's hidden state
+    to the GPUs of its k experts and back: two all-to-alls, each rank's buffer its 1/TP share of the batch's
+    tokens x k x hidden x 2 bytes (DESIGN.md: two all-to-alls per MoE layer)."""
+    cfg, t = q.model, q.tp
+    allreduce = cfg.layers * hw.allreduce_s(batch * cfg.hidden * 2.0, t, q.run_engine.custom_allreduce_s)
+    per_rank = math.ceil(batch / t) * cfg.experts_per_token * cfg.hidden * 2.0
+    return allreduce, 2 * cfg.layers * hw.alltoall_s(per_rank, t)
 
 
 def prefill_s(hw: HardwareProfile, q: Query, batch: int) -> float:
@@ -289,6 +310,7 @@ def project(hw: HardwareProfile, q: Query, batches: list[int]) -> list[dict[str,
             "compute_seconds": step.compute_s,
             "overhead_seconds": step.overhead_s,
             "communication_seconds": step.comm_s,
+            "all_to_all_seconds": step.a2a_s,
             "host_seconds": step.host_s,
             "memory_seconds": step.memory_s,
             "engine": q.run_engine.label,

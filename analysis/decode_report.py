@@ -42,7 +42,7 @@ def print_projection(hw: Any, q: Any, rows: list[dict[str, Any]], console: Conso
         "KV/request",
         "max conc.",
         "bound",
-        "split % (w kv c o comm host)",
+        "split % (w kv c o comm a2a host)",
         "$/M out",
     )
     for c in cols:
@@ -71,6 +71,7 @@ def print_projection(hw: Any, q: Any, rows: list[dict[str, Any]], console: Conso
                     "compute_seconds",
                     "overhead_seconds",
                     "communication_seconds",
+                    "all_to_all_seconds",
                     "host_seconds",
                 )
             ),
@@ -79,7 +80,8 @@ def print_projection(hw: Any, q: Any, rows: list[dict[str, Any]], console: Conso
     console.print(t)
     console.print(
         f"weights per GPU: {rows[0]['weight_bytes_per_gpu'] / 1e9:.1f} GB; output tok/s = batch / step time; "
-        "step split: weights, KV/attention, compute, small-kernel overhead, communication, engine host time",
+        "step split: weights, KV/attention, compute, small-kernel overhead, all-reduce, all-to-all (expert "
+        "parallelism), engine host time",
         markup=False,
     )
     console.print(describe(e), markup=False, soft_wrap=True)
@@ -164,6 +166,7 @@ def _split(step: Any) -> str:
         ("c", step.compute_s),
         ("o", step.overhead_s),
         ("comm", step.comm_s),
+        ("a2a", step.a2a_s),
     )
     return " ".join(f"{k} {100 * v / step.seconds:.0f}" for k, v in parts if v > 0.005 * step.seconds)
 

@@ -59,6 +59,9 @@ class Query:
     # overrides the engine's launch mode: "eager" (PyTorch: an aten op per kernel, Python and dispatch per
     # op), "graph" (kernels replayed from a CUDA graph), "native" (a C++ runtime launching one by one)
     launch: str | None = None
+    # MoE models: experts spread over the TP GPUs (expert parallelism, EP = TP) instead of each expert sharded:
+    # the MoE layers' all-reduce becomes two all-to-alls (dispatch and combine)
+    expert_parallel: bool = False
 
     @property
     def run_engine(self) -> Engine:

@@ -29,6 +29,8 @@ BUSBW_FACTORS = {
     "all_reduce": lambda n: 2 * (n - 1) / n,
     "all_gather": lambda n: (n - 1) / n,
     "reduce_scatter": lambda n: (n - 1) / n,
+    # each rank keeps 1/n of its buffer and sends the rest, one chunk to every other rank (nccl-tests alltoall)
+    "all_to_all": lambda n: (n - 1) / n,
 }
 
 
@@ -38,7 +40,7 @@ def alg_bandwidth(size_bytes: float, seconds: float) -> float:
 
 
 def bus_bandwidth(op: str, algbw: float, n: int) -> float:
-    """busbw = algbw * 2(n-1)/n for all-reduce, * (n-1)/n for all-gather and reduce-scatter."""
+    """busbw = algbw * 2(n-1)/n for all-reduce, * (n-1)/n for all-gather, reduce-scatter and all-to-all."""
     return algbw * BUSBW_FACTORS[op](n)
 
 

@@ -31,6 +31,7 @@ class HardwareProfile:
     link_bytes_per_s: float | None  # per direction, achievable all-reduce busbw
     allreduce_latency_s: float
     allreduce_curve: Curve | None = None
+    alltoall_curve: Curve | None = None  # measured all-to-all (expert parallelism's dispatch and combine)
     # GEMMs the node measured: (n, k, format) -> [(m, seconds)]
     measured_gemm: dict[tuple[int, int, str], list[tuple[int, float]]] = field(default_factory=dict)
     # fraction of the roofline a GEMM of a format reaches at M (measured on the node, or the database's)
@@ -83,6 +84,20 @@ class HardwareProfile:
             latency = custom_latency_s
         # busbw = algbw * 2(t-1)/t  =>  t = latency + S * 2(t-1)/t / busbw
         return latency + size_bytes * bus_bandwidth("all_reduce", 1.0, tp) / self.link_bytes_per_s
+
+    def alltoall_s(self, size_bytes: float, n: int) -> float:
+        """One all-to-all of `size_bytes` per rank (the whole send buffer, nccl-tests' S) over `n` GPUs: the
+        measured curve, else latency + the (n-1)/n of it that leaves each GPU over the link."""
+        if n <= 1:
+            return 0.0
+        if self.alltoall_curve is not None and self.alltoall_curve.world_size == n:
+            return self.alltoall_curve.seconds(size_bytes)
+        if not self.link_bytes_per_s:
+            raise ProjectionError(f"{self.name}: no link bandwidth to run expert parallelism over")
+        return (
+            self.allreduce_latency_s
+            + size_bytes * bus_bandwidth("all_to_all", 1.0, n) / self.link_bytes_per_s
+        )
 
     def attention_s(self, kv: str, nbytes: float, flops: float, tokens: int = 4096) -> float:
         curve = self.attention.get(kv)
@@ -175,6 +190,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
     d = specs.decode_defaults(None)
     ar = [c for c in curves(doc) if c.op == "all_reduce"]
     curve = max(ar, key=lambda c: c.sizes_bytes[-1]) if ar else None
+    a2a = [c for c in curves(doc) if c.op == "all_to_all"]
     link = curve.plateau_algbw() * bus_bandwidth("all_reduce", 1.0, curve.world_size) if curve else None
     measured: dict[tuple[int, int, str], list[tuple[int, float]]] = {}
     attn: dict[str, list[tuple[int, float]]] = {}
@@ -209,6 +225,7 @@ def profile_from_run(doc: dict[str, Any], name: str = "run") -> HardwareProfile:
         link_bytes_per_s=link,
         allreduce_latency_s=curve.latency_floor_s() if curve else d["allreduce_latency_s"]["pcie"],
         allreduce_curve=curve,
+        alltoall_curve=max(a2a, key=lambda c: c.sizes_bytes[-1]) if a2a else None,
         measured_gemm=measured,
         gemm_fraction=(
             lambda fmt, m: (

@@ -347,6 +347,7 @@ def at_batch(o: Option, w: Workload, batch: int) -> dict[str, Any]:
         "compute": step.compute_s,
         "overhead": step.overhead_s,
         "communication": step.comm_s,
+        "all-to-all": step.a2a_s,
         "host": step.host_s,
     }
     return {

@@ -245,7 +245,7 @@ def print_at_batches(rows: list[dict[str, Any]], out: Any) -> None:
         "TTFT ms",
         "$/M out",
         "bound",
-        "split % (w kv c o comm host)",
+        "split % (w kv c o comm a2a host)",
         title="every option at the asked batches (to set beside a published table)",
     )
     for r in rows:

@@ -65,6 +65,11 @@ def add_parser(sub: Any) -> None:
         "--cuda-graphs", action="store_true", help="the same as --launch graph (kept for older scripts)"
     )
     proj.add_argument("--tp", type=positive_int, default=1)
+    proj.add_argument(
+        "--expert-parallel",
+        action="store_true",
+        help="MoE models: experts spread over the TP GPUs (EP = TP): two all-to-alls per MoE layer",
+    )
     proj.add_argument("--batch", type=int_list, default="1,8,32", help="comma-separated batch sizes")
     proj.add_argument("--input-len", type=positive_int, default=1024)
     proj.add_argument("--output-len", type=positive_int, default=256)
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         group_size=args.group_size,
         engine=engine,
         launch="graph" if args.cuda_graphs else args.launch,
+        expert_parallel=args.expert_parallel,
     )
     rows = backtest.with_band(decode.project(hw, q, args.batch), q.run_engine)
     if args.json:

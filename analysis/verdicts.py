@@ -71,6 +71,14 @@ def validate(doc: dict[str, Any]) -> list[Verdict]:
         if h.metric == "op_overhead":
             v.note = "seconds per launched op: no sheet figure; the decode projection uses it"
             continue
+        if h.metric == "busbw" and h.subject == "all_to_all":
+            link, spec_value = busbw_link(doc, s, dev, spec)
+            rate = f" ({spec_value / 1e9:.1f} GB/s per direction)" if spec_value else ""
+            v.note = (
+                f"over {link}{rate}: all-to-all is reported, not judged (its busbw sits below all-reduce's on the "
+                "same link, and no good-node figure is published per SKU)"
+            )
+            continue
         if h.metric == "busbw":
             link, spec_value = busbw_link(doc, s, dev, spec)
             kind = "link"

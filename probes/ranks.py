@@ -83,6 +83,8 @@ def element_counts(case: Case, n: int) -> tuple[int, int] | None:
     per_rank = total // n
     if per_rank < 1:
         return None
+    if case.op == "all_to_all":  # the whole buffer in and out: one chunk of `per_rank` to and from every rank
+        return (per_rank * n, per_rank * n)
     return (per_rank, per_rank * n) if case.op == "all_gather" else (per_rank * n, per_rank)
 
 
@@ -229,14 +231,24 @@ def measure(
         expected = torch.cat([base_in.double() * rank_weight(r, n) for r in range(n)])
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         fn = lambda: gather(out, inp)  # noqa: E731
+    elif case.op == "all_to_all":
+        chunk = n_in // n
+        expected = torch.cat([a2a_chunk(src, rank, n, chunk) for src in range(n)]).double()
+        fn = lambda: dist.all_to_all_single(out, inp)  # noqa: E731
     else:
         expected = base_in.double()[rank * n_out : (rank + 1) * n_out] * ranks_sum
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         fn = lambda: scatter(out, inp)  # noqa: E731
     fn = _with_fault(fn, rank, fault)
+    if case.op == "all_to_all":
+        source = torch.cat([a2a_chunk(rank, dst, n, n_in // n) for dst in range(n)]).to(
+            device=device, dtype=dtype
+        )
+    else:
+        source = base_in * rank_weight(rank, n)
 
     def reset() -> None:
-        inp.copy_(base_in * rank_weight(rank, n))
+        inp.copy_(source)
         if out is not inp:
             poison(out)
 
@@ -267,6 +279,12 @@ def measure(
         bytes_moved=case.size,
         agree=agree,
     )
+
+
+def a2a_chunk(src: int, dst: int, n: int, numel: int) -> torch.Tensor:
+    """What rank `src` sends rank `dst` in an all-to-all: integers 1..255 (exact in bf16) that differ by
+    source, destination and position, so a chunk delivered to the wrong rank or slot is caught."""
+    return ((src * n + dst + torch.arange(numel)) % 255 + 1).float()
 
 
 EXACT_RANKS = 8  # 7 x (1 + ... + 8) = 252: the largest world whose distinct-weight sums stay within 256

@@ -122,7 +122,7 @@ class MatmulConfig:
     max_memory_fraction: float = _checks(fraction)
 
 
-COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter")
+COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,7 @@ TINY_COLLECTIVES_TOML = (
     fast_timing_toml(0.05)
     + """
 [collectives]
-ops = ["all_reduce", "all_gather", "reduce_scatter"]
+ops = ["all_reduce", "all_gather", "reduce_scatter", "all_to_all"]
 dtypes = ["fp32", "bf16"]
 min_bytes = 8
 max_bytes = 32768

@@ -306,3 +306,31 @@ def test_a_run_with_host_times_sets_the_eager_per_op_cost(tmp_path):
     assert 4e-6 < hw.op_s("eager", 4) < 8e-6
     assert hw.op_s("eager", 1, engines.resolve("hf-transformers").op_seconds) == pytest.approx(20e-6)
     assert hw.op_s("graph", 1) == hw.op_seconds["graph"]  # graphs are not the eager host path
+
+
+def test_an_moe_step_under_expert_parallelism_splits_into_gemms_attention_all_reduce_and_all_to_all():
+    """EP = TP: attention keeps one all-reduce per layer; each MoE layer adds two all-to-alls (dispatch and
+    combine) of the rank's share of the batch's tokens x k x hidden; a measured all-to-all curve is used."""
+    from analysis import formats, hardware, specs
+    from analysis.collectives import Curve
+    from analysis.models import load_model
+
+    hw = hardware.profile_from_spec(specs.get("h100-sxm5-80gb"))
+    moe = load_model("mixtral-8x7b")
+    tp = formats.Query(moe, "fp8", None, 8, 1024, 256)
+    ep = formats.Query(moe, "fp8", None, 8, 1024, 256, expert_parallel=True)
+    s_tp, s_ep = decode.decode_step(hw, tp, 32, 1100), decode.decode_step(hw, ep, 32, 1100)
+    assert s_tp.a2a_s == 0 and s_ep.a2a_s > 0
+    assert s_ep.comm_s == pytest.approx(s_tp.comm_s / 2)  # the MoE layers' all-reduce is gone
+    per_rank = 4 * moe.experts_per_token * moe.hidden * 2.0  # ceil(32 / 8) tokens x k x hidden x bf16
+    assert s_ep.a2a_s == pytest.approx(2 * moe.layers * hw.alltoall_s(per_rank, 8))
+    row = decode.project(hw, ep, [32])[0]
+    assert row["all_to_all_seconds"] == pytest.approx(s_ep.a2a_s)
+    for part in ("weights_seconds", "kv_seconds", "communication_seconds", "all_to_all_seconds"):
+        assert row[part] > 0
+    # a measured curve of the same world size replaces the link model
+    hw.alltoall_curve = Curve("all_to_all", "bf16", 8, (1024, 1 << 20), (50e-6, 400e-6))
+    assert hw.alltoall_s(per_rank, 8) == pytest.approx(hw.alltoall_curve.seconds(per_rank))
+    # a dense model has no expert to spread
+    dense = formats.Query(load_model("llama-3.1-8b"), "bf16", None, 2, 1024, 256, expert_parallel=True)
+    assert decode.decode_step(hw, dense, 8, 1100).a2a_s == 0

@@ -42,3 +42,24 @@ def test_small_integer_data_would_round_past_eight_ranks():
         x = (base * (r + 1)).to(torch.bfloat16)
         acc = x if acc is None else (acc.float() + x.float()).to(torch.bfloat16)
     assert not torch.equal(acc.double(), base.double() * 136)
+
+
+def test_all_to_all_counts_and_catches_a_chunk_delivered_to_the_wrong_place():
+    """nccl-tests alltoall: the whole buffer in and out, 1/n of it to every rank; busbw = algbw x (n-1)/n.
+    The check data differ by source, destination and position (exact in bf16), so a swapped chunk fails."""
+    from analysis.formulas import bus_bandwidth
+    from probes.ranks import a2a_chunk
+    from probes.verify import compare
+
+    assert ranks.element_counts(ranks.Case("all_to_all", "bf16", 64), 4) == (32, 32)
+    assert ranks.element_counts(ranks.Case("all_to_all", "fp32", 8), 4) is None  # under one element per rank
+    assert bus_bandwidth("all_to_all", 100.0, 4) == 75.0
+    n, chunk, rank = 4, 6, 2
+    expected = torch.cat([a2a_chunk(src, rank, n, chunk) for src in range(n)]).double()
+    right = expected.to(torch.bfloat16)
+    assert torch.equal(right.double(), expected)  # exact in bf16
+    assert compare(right, expected, rtol=0.0, atol=0.0, name="result") is None
+    wrong = torch.cat([a2a_chunk(src, (rank + 1) % n, n, chunk) for src in range(n)]).to(torch.bfloat16)
+    assert compare(wrong, expected, rtol=0.0, atol=0.0, name="result") is not None
+    swapped = torch.cat([a2a_chunk(src, rank, n, chunk) for src in (1, 0, 2, 3)]).to(torch.bfloat16)
+    assert compare(swapped, expected, rtol=0.0, atol=0.0, name="result") is not None
