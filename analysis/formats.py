@@ -1,7 +1,8 @@
 """What a decode projection is asked: weight formats, KV dtypes, the serving engine, and the Query itself.
 
 Weight formats: fp32, bf16, fp16, fp8 (W8A8), int8 (W8A8), int8-wo and int4-wo (weight-only, bf16
-activations; int4 carries a bf16 scale and zero per `group_size` weights). KV cache: fp32, bf16, fp16, fp8,
+activations; int4 carries a bf16 scale and zero per `group_size` weights), and Blackwell's block-scaled mxfp8,
+nvfp4 and mxfp4 (weights and activations in the format, GEMMs at the sheet's FP8 / FP4 rate). KV cache: fp32, bf16, fp16, fp8,
 int8. The engine (analysis/engines.py) decides the launch mode (eager PyTorch, CUDA graphs, a C++ runtime's
 native launches), the kernels and the host time per step; `launch` overrides its launch mode.
 """
@@ -15,10 +16,13 @@ from analysis.engines import LAUNCH_MODES, Engine, resolve
 from analysis.headline import compute_family
 from analysis.models import ModelConfig
 
-FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int8-wo", "int4-wo")
+FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int8-wo", "int4-wo", "mxfp8", "nvfp4", "mxfp4")
 KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 BYTES_PER_WEIGHT = {**ELEMENT_BYTES, "int8-wo": 1.0, "int4-wo": 0.5}  # before scales
+# Blackwell's block-scaled formats, their one-byte block scale included (probes/blockscaled.py): MXFP8 E4M3 + an
+# E8M0 scale per 32, NVFP4 E2M1 + an E4M3 scale per 16 (the per-tensor fp32 scale is negligible), MXFP4 per 32
+BYTES_PER_WEIGHT.update({"mxfp8": 1.0 + 1 / 32, "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32})
 GROUP_SIZES = (32, 64, 128, 256)
 
 

@@ -140,7 +140,7 @@ def profile_from_spec(spec: GPUSpec, ideal: bool = False) -> HardwareProfile:
     """The sheet x the database's published microbenchmark fractions (or 100 % and no overheads: ideal)."""
     d = specs.decode_defaults(spec)
     flops = {}
-    for fam in ("fp32", "bf16", "fp16", "fp8", "int8"):
+    for fam in ("fp32", "bf16", "fp16", "fp8", "fp4", "int8"):
         peak = spec.flop_per_s(fam)
         if peak:
             flops[fam] = peak * (

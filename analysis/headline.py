@@ -28,12 +28,15 @@ def dtype_family(dtype: str) -> str:
 
 
 WEIGHT_ONLY = ("int8-wo", "int4-wo")  # weights stored in 8 / 4 bits, multiplied in bf16
+# Blackwell's block-scaled formats and the tensor-core rate they run at (the sheet's FP8 / FP4 figure)
+BLOCK_SCALED = {"mxfp8": "fp8", "mxfp4": "fp4", "nvfp4": "fp4"}
 
 
 def compute_family(dtype: str) -> str:
-    """The tensor-core family a dtype's GEMMs run in: weight-only formats dequantize into bf16."""
+    """The tensor-core family a dtype's GEMMs run in: weight-only formats dequantize into bf16; block-scaled
+    formats run at their element width's rate (MXFP8: fp8; NVFP4, MXFP4: fp4)."""
     fam = dtype_family(dtype)
-    return "bf16" if fam in WEIGHT_ONLY else fam
+    return "bf16" if fam in WEIGHT_ONLY else BLOCK_SCALED.get(fam, fam)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,9 @@ class Headline:
     def resource(self) -> str:
         """What on a spec sheet the figure is judged against: memory, a compute family, link or host."""
         fixed = {"dram": "memory", "busbw": "link", "host_link": "host", "op_overhead": "overhead"}
-        return fixed.get(self.metric) or dtype_family(self.subject)
+        return fixed.get(self.metric) or BLOCK_SCALED.get(
+            dtype_family(self.subject), dtype_family(self.subject)
+        )
 
 
 def headlines(

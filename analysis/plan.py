@@ -38,7 +38,7 @@ from analysis import backtest, decode, engines, formats, hardware
 from analysis.cli import BadInput
 from analysis.models import ModelConfig
 
-PLAN_FORMATS = ("bf16", "fp8", "int8", "int8-wo", "int4-wo")  # what a format-less candidate tries
+PLAN_FORMATS = ("bf16", "fp8", "int8", "int8-wo", "int4-wo", "mxfp8", "nvfp4")  # a format-less candidate's
 TP_SIZES = (1, 2, 4, 8)
 MAX_BATCH = 4096
 MARKETS = ("on-demand", "spot")
@@ -50,7 +50,8 @@ ASSUMPTIONS = (
     "per prompt token (inside $/M output, for comparison with input-priced APIs)",
     f"{int(decode.MEMORY_RESERVE * 100)} % of GPU memory is kept for activations and the runtime; the rest holds "
     "the weights and the KV cache of every request at I + O tokens",
-    "quantized formats (fp8, int8, int8-wo, int4-wo) change the model's outputs; compare their quality apart",
+    "quantized formats (fp8, int8, int8-wo, int4-wo, mxfp8, nvfp4) change the model's outputs; compare their "
+    "quality apart",
 )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from analysis import engines, formats, hardware, specs
 from analysis.cli import check_output_dir, int_list, positive_int
+from analysis.headline import BLOCK_SCALED, WEIGHT_ONLY, compute_family
 from analysis.models import load_model
 from analysis.plan import (
     ASSUMPTIONS,
@@ -38,12 +39,20 @@ PLAN_TP = ",".join(map(str, TP_SIZES))
 def runs_format(hw: hardware.HardwareProfile, spec: specs.GPUSpec | None, fmt: str) -> str | None:
     """Why the GPU cannot run `fmt` (None: it can). W8A8 needs the format's tensor-core rate; weight-only
     formats run on any GPU (their GEMMs are 16-bit on dequantized weights)."""
-    family = {"fp8": "fp8", "int8": "int8", "bf16": "bf16", "fp16": "fp16"}.get(fmt)
-    if family is None:
+    if fmt in WEIGHT_ONLY or fmt == "fp32":
         return None
+    if (
+        fmt in BLOCK_SCALED
+    ):  # block-scaled tensor cores come with FP4 (Blackwell, CDNA4): the sheet's FP4 rate
+        has = spec.flop_per_s("fp4") if spec is not None else hw.flop_per_s.get("fp4")
+        if not has:
+            name = spec.name if spec is not None else hw.name
+            return f"{name} has no block-scaled tensor cores ({fmt} needs Blackwell: no FP4 rate on its sheet or run)"
+        return None
+    family = compute_family(fmt)  # W8A8 and 16-bit at their own rate
     if spec is not None:
         if spec.flop_per_s(family) is None:
-            extra = " (FP8 needs sm_89+ or CDNA3)" if family == "fp8" else ""
+            extra = {"fp8": " (FP8 needs sm_89+ or CDNA3)", "fp4": " (FP4 needs Blackwell)"}.get(family, "")
             return f"{spec.name} has no {family.upper()} tensor-core rate on its spec sheet{extra}"
         return None
     if family not in hw.flop_per_s:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cli import BadInput
-from analysis.headline import dtype_family
+from analysis.headline import BLOCK_SCALED, dtype_family
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,6 +50,7 @@ class GPUSpec:
     bf16_tflops: float | None = None
     fp16_tflops: float | None = None
     fp8_tflops: float | None = None
+    fp4_tflops: float | None = None  # NVFP4 / MXFP4 (Blackwell), dense
     tf32_tflops: float | None = None
     fp32_tflops: float | None = None
     int8_tops: float | None = None
@@ -82,12 +83,14 @@ class GPUSpec:
     def flop_per_s(self, dtype: str) -> float | None:
         """Dense peak for a matmul dtype key (fp32, tf32, fp16, bf16, fp8*, int8), FLOP/s; None if none."""
         base = dtype_family(dtype)
+        base = BLOCK_SCALED.get(base, base)
         tflops = {
             "fp32": self.fp32_tflops,
             "tf32": self.tf32_tflops,
             "fp16": self.fp16_tflops,
             "bf16": self.bf16_tflops,
             "fp8": self.fp8_tflops,
+            "fp4": self.fp4_tflops,
             "int8": self.int8_tops,
         }.get(base)
         return None if tflops is None else tflops * 1e12

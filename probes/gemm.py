@@ -26,7 +26,7 @@ import torch
 
 from analysis import specs
 from analysis.headline import dtype_family
-from probes import quant
+from probes import blockscaled, quant
 from probes.sections import MATMUL_DTYPES
 from probes.verify import compare
 
@@ -51,6 +51,8 @@ class DtypeSpec:
     def bytes_per_weight(self, group_size: int = 128) -> float:
         if self.weight_only:
             return quant.bytes_per_weight(self.key, group_size)
+        if self.scaling == "block":
+            return blockscaled.bytes_per_element(self.key)
         return torch.empty((), dtype=self.b).element_size()
 
 
@@ -70,13 +72,18 @@ def dtype_spec(key: str, fp8_fnuz: bool = False) -> DtypeSpec:
         "int8-wo": DtypeSpec("int8-wo", torch.bfloat16, torch.int8, torch.bfloat16, "weight-only", 2e-2),
         "int4-wo": DtypeSpec("int4-wo", torch.bfloat16, torch.uint8, torch.bfloat16, "weight-only", 2e-2),
     }
+    if key in blockscaled.FORMATS:  # elements in E4M3, or two E2M1 per byte; bf16 out (probes.blockscaled)
+        elem = e4m3 if key == "mxfp8" else torch.uint8
+        return DtypeSpec(key, elem, elem, torch.bfloat16, "block", 2e-2)
     return specs[key]
 
 
 # How a reason names a dtype's units and the first generation that has them (the rules are in the spec DB).
 _UNITS = {"tf32": "TF32 needs", "bf16": "bf16 needs", "fp8": "FP8 needs", "int8": "INT8 tensor cores need"}
+_UNITS.update({f: f"{f.upper()} (block-scaled) needs" for f in blockscaled.FORMATS})
 _CUDA_GENERATIONS = {"tf32": "Ampere", "bf16": "Ampere", "fp8": "Ada, Hopper, Blackwell", "int8": "Turing"}
-_ROCM_GENERATIONS = {"bf16": "MI200", "fp8": "MI300"}
+_CUDA_GENERATIONS.update({f: "Blackwell" for f in blockscaled.FORMATS})
+_ROCM_GENERATIONS = {"bf16": "MI200", "fp8": "MI300", "mxfp8": "MI350", "mxfp4": "MI350"}
 
 
 def capability_reason(
@@ -96,6 +103,16 @@ def capability_reason(
     if key not in MATMUL_DTYPES:
         raise ValueError(f"unknown matmul dtype {key!r}")
     fam = dtype_family(key)
+    if fam in blockscaled.FORMATS:
+        if platform == "cpu":
+            return (
+                f"{fam.upper()} is a block-scaled tensor-core format (Blackwell sm_100+, MI350 for MX); "
+                "on the CPU its packing, scales and dequantization are tested, the GEMM is not timed"
+            )
+        if not _has_block_scaled_mm():
+            return "this torch build has no torch.nn.functional.scaled_mm with block scaling (torch 2.10+)"
+        if platform == "rocm" and not specs.rocm_archs(fam):
+            return f"{fam.upper()} is NVIDIA's format: no AMD architecture runs it"
     if fam.startswith("fp8") and (not has_fp8 or not has_scaled_mm):
         return "this torch build has no float8 dtypes or torch._scaled_mm"
     if fam == "int8" and not has_int_mm:
@@ -135,6 +152,12 @@ def capability_reason(
     return None
 
 
+def _has_block_scaled_mm() -> bool:
+    import torch.nn.functional as F
+
+    return all(hasattr(torch, d) for d in ("float8_e8m0fnu", "float4_e2m1fn_x2")) and hasattr(F, "scaled_mm")
+
+
 def shape_reason(key: str, m: int, n: int, k: int, platform: str, group_size: int = 128) -> str | None:
     """Why a shape cannot run in `key` on this platform although the dtype can (None when it can).
 
@@ -143,6 +166,8 @@ def shape_reason(key: str, m: int, n: int, k: int, platform: str, group_size: in
     """
     if key in quant.WEIGHT_ONLY:
         return quant.shape_reason(key, n, k, group_size, platform)
+    if key in blockscaled.FORMATS:
+        return blockscaled.check_shape(key, m, k) or blockscaled.check_shape(key, n, k)
     if dtype_family(key) == "int8" and platform in ("cuda", "rocm"):
         if m <= 16:
             return f"torch._int_mm on GPUs needs M > 16 (M = {m})"
@@ -191,6 +216,7 @@ class Operands:
     scale_a: torch.Tensor | None
     scale_b: torch.Tensor | None
     qw: quant.QuantWeight | None = None  # weight-only formats: w is then the packed weight
+    blocks: tuple[blockscaled.BlockScaled, blockscaled.BlockScaled] | None = None  # block-scaled A and W
 
     def rows(self, m: int) -> Operands:
         """The first m rows of A and C (decode sweeps reuse one allocation for every batch size)."""
@@ -262,6 +288,11 @@ def _random(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) ->
 def make_operands(
     spec: DtypeSpec, m: int, n: int, k: int, device: torch.device, group_size: int = 128
 ) -> Operands:
+    if spec.scaling == "block":
+        qa = blockscaled.quantize(_random((m, k), torch.float32, device), spec.key)
+        qb = blockscaled.quantize(_random((n, k), torch.float32, device), spec.key)
+        c = torch.empty((m, n), dtype=spec.out, device=device)
+        return Operands(qa.data, qb.data, c, None, None, blocks=(qa, qb))
     a = _random((m, k), spec.a, device)
     if spec.weight_only:
         qw = quant.random_weight(spec.key, n, k, device, group_size)
@@ -300,6 +331,17 @@ def matmul_op(
         qw = ops.qw
         assert qw is not None
         return lambda: c.copy_(qw.matmul(a))  # the kernels have no out=; the copy is M x N, small at decode M
+    if (
+        ops.blocks is not None
+    ):  # scaled_mm has no out=: each call's C replaces the last (the checker reads it)
+        import torch.nn.functional as F
+
+        kwargs = blockscaled.scaled_mm_args(*ops.blocks)
+
+        def block_mm() -> None:
+            ops.c = F.scaled_mm(**kwargs, output_dtype=spec.out, use_fast_accum=fast)
+
+        return block_mm
     if spec.scaling != "none":
         sa, sb = ops.scale_a, ops.scale_b
         return lambda: torch._scaled_mm(
@@ -331,6 +373,12 @@ def make_checker(
     rows, cols = sample_indices(m, CHECK_ROWS, ops.a.device), sample_indices(n, CHECK_COLS, ops.a.device)
     if ops.qw is not None:  # against the dequantized weight: x @ W^T of the weight the codes describe
         ref = ops.a.index_select(0, rows).to(torch.float64) @ ops.qw.dequantized(cols).t()
+    elif ops.blocks is not None:  # the float64 product of what the codes and scales describe
+        qa, qb = ops.blocks
+        ref = (
+            blockscaled.dequantize(qa).index_select(0, rows)
+            @ blockscaled.dequantize(qb).index_select(0, cols).t()
+        )
     else:
         ref = ref_matmul(ops.a, ops.w.t(), ops.scale_a, ops.scale_b, rows=rows, cols=cols)
     scale = 1.0

@@ -207,8 +207,9 @@ class DeviceRun:
         try:
             # the trial runs on its own device: Triton launches on the current one (triton-lang/triton#2441)
             with device_context(self.device), tf32_mode(dtype == "tf32"):
-                n = 256 if spec.weight_only else 32  # int4 packing needs K % 128 == 0
-                ops = make_operands(spec, 32, n, n, self.device, self.mm.group_size)
+                # int4 packing needs K % 128 == 0; block-scaled scales tile 128 rows x 4 blocks
+                m, n = (128, 256) if spec.scaling == "block" else (32, 256 if spec.weight_only else 32)
+                ops = make_operands(spec, m, n, n, self.device, self.mm.group_size)
                 matmul_op(spec, variant, ops, self.mm.fp8_accumulation)()
         except Exception as exc:  # e.g. a torch build without row-wise FP8 scaling on this architecture
             return f"torch cannot run {dtype} ({variant}) on this device: {error_line(exc)}"
@@ -361,7 +362,9 @@ class DeviceRun:
             big = max(group, key=lambda c: c.m)
             spec = spec_for(big.dtype, self.device)
             ops = None
-            if self.reason(big.dtype, "torch") is None:
+            # one allocation per group, its first rows per batch; block-scaled operands carry tiled scales, so
+            # each of their cases makes its own
+            if self.reason(big.dtype, "torch") is None and spec.scaling != "block":
                 need = operand_bytes(spec, big.m, big.n, big.k)
                 if need <= self.mm.max_memory_fraction * free_memory_bytes(self.device):
                     try:

@@ -91,6 +91,9 @@ MATMUL_DTYPES = (
     "int8",
     "int8-wo",
     "int4-wo",
+    "mxfp8",  # block-scaled (Blackwell): E4M3 x 32 with E8M0 scales
+    "nvfp4",  # E2M1 x 16 with E4M3 scales and an fp32 tensor scale
+    "mxfp4",  # E2M1 x 32 with E8M0 scales
 )
 
 
