@@ -56,3 +56,16 @@ def interp_log_x(points: dict[Any, float], x: float) -> float:
         if x0 <= x <= x1:
             return y0 + (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) * (y1 - y0)
     return ys[-1]  # pragma: no cover
+
+
+def energy_per_unit(
+    avg_power_w: float, seconds_per_op: float, flops: float | None = None, nbytes: float | None = None
+) -> dict[str, float | str]:
+    """The energy of one op per unit of its work: average power over the case x the op's median time, per
+    TFLOP (a GEMM) or per GB moved (a copy, a collective); per op where neither is known."""
+    joules = avg_power_w * seconds_per_op
+    if flops:
+        return {"joules_per": joules / (flops / 1e12), "per": "TFLOP"}
+    if nbytes:
+        return {"joules_per": joules / (nbytes / 1e9), "per": "GB"}
+    return {"joules_per": joules, "per": "op"}

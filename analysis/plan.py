@@ -67,11 +67,19 @@ class Candidate:
     formats: tuple[str, ...]  # asked for, or every format the GPU runs
     price: float
     market: str
+    power_w: float | None = None  # the GPU's draw: the sheet's TDP, or the highest average power a run measured
+    electricity: float = 0.0  # $ per GPU-hour of electricity on top of the rent (--electricity-usd-per-kwh)
+
+    @property
+    def hourly(self) -> float:
+        """What one GPU-hour costs: the rent, plus the electricity where it is paid apart."""
+        return self.price + self.electricity
 
     @property
     def label(self) -> str:
         name = Path(self.target).name if self.target.endswith(".json") else self.target
-        return f"{name} ${self.price:g}/h{' spot' if self.market == 'spot' else ''}"
+        power = f" + ${self.electricity:.3g}/h power" if self.electricity else ""
+        return f"{name} ${self.price:g}/h{power}{' spot' if self.market == 'spot' else ''}"
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,8 @@ class Option:
             "format": self.fmt,
             "tp": self.tp,
             "price_per_gpu_hour": self.candidate.price,
+            "electricity_per_gpu_hour": self.candidate.electricity,
+            "power_w": self.candidate.power_w,
             "market": self.candidate.market,
             "max_batch_kv": self.max_batch,
             "meets_targets": self.best is not None,
@@ -222,7 +232,7 @@ def fit_reason(hw: hardware.HardwareProfile, q: formats.Query) -> str | None:
 
 def evaluate(c: Candidate, fmt: str, tp: int, w: Workload, t: Targets) -> Option:
     """The option's curve over batch (powers of two up to the KV limit), its operating point, or why none."""
-    q = query(w, fmt, tp, c.price)
+    q = query(w, fmt, tp, c.hourly)
     opt = Option(c, fmt, tp)
     why = fit_reason(c.hw, q)
     if why:
@@ -339,7 +349,7 @@ class Plan:
 def at_batch(o: Option, w: Workload, batch: int) -> dict[str, Any]:
     """The option at a fixed batch (a published table's row, to set beside it): its figures and why, i.e.
     how the decode step splits and what bounds it, and whether the KV cache holds that many requests."""
-    q = query(w, o.fmt, o.tp, o.candidate.price)
+    q = query(w, o.fmt, o.tp, o.candidate.hourly)
     p = point(o.candidate.hw, q, batch)
     step = decode.decode_step(o.candidate.hw, q, batch, round(w.input_len + (w.output_len - 1) / 2))
     parts = {

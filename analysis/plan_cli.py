@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import engines, formats, hardware, specs
-from analysis.cli import check_output_dir, int_list, positive_int
+from analysis.cli import check_output_dir, int_list, nonneg_float, positive_int
 from analysis.headline import BLOCK_SCALED, WEIGHT_ONLY, compute_family
 from analysis.models import load_model
 from analysis.plan import (
@@ -84,20 +84,24 @@ def parse_candidate(text: str, only: tuple[str, ...] | None = None) -> Candidate
     market = rest[1] if len(rest) == 2 else "on-demand"
     if market not in MARKETS:
         raise PlanError(f"--candidate {text!r}: market {market!r}: expected spot or on-demand")
-    spec = None
+    spec, power = None, None
     if target.endswith(".json"):
         from analysis.rundoc import RunDocumentError, load
 
         try:
-            hw = hardware.profile_from_run(load(target), Path(target).name)
+            doc = load(target)
+            hw = hardware.profile_from_run(doc, Path(target).name)
         except (RunDocumentError, formats.ProjectionError) as exc:
             raise PlanError(f"--candidate {text!r}: {exc}") from None
+        watts = [(r.get("energy") or {}).get("avg_power_w") for r in doc.get("summary", [])]
+        power = max((w for w in watts if isinstance(w, (int, float))), default=None)
     else:
         try:
             spec = specs.get(target)
         except specs.UnknownGPU as exc:
             raise PlanError(f"--candidate {text!r}: {exc.args[0]}") from None
         hw = hardware.profile_from_spec(spec)
+        power = spec.tdp_w
     if fmt is not None:
         why = runs_format(hw, spec, fmt)
         if why:
@@ -105,7 +109,7 @@ def parse_candidate(text: str, only: tuple[str, ...] | None = None) -> Candidate
         fmts: tuple[str, ...] = (fmt,)
     else:
         fmts = tuple(f for f in (only or PLAN_FORMATS) if runs_format(hw, spec, f) is None)
-    return Candidate(text, target, hw, fmts, price, market)
+    return Candidate(text, target, hw, fmts, price, market, power)
 
 
 def _is_number(text: str) -> bool:
@@ -133,6 +137,8 @@ def from_args(args: argparse.Namespace) -> Plan:
             raise PlanError(f"--formats {f!r}: expected one of {', '.join(formats.FORMATS)}")
     t = targets_from(args.ttft_ms, args.tpot_ms, args.tokens_per_s_per_user)
     cands = [parse_candidate(text, only) for text in args.candidate]
+    if args.electricity_usd_per_kwh is not None:
+        cands = [with_electricity(c, args.electricity_usd_per_kwh) for c in cands]
     for c in cands:
         if not c.formats:
             raise PlanError(
@@ -145,6 +151,18 @@ def from_args(args: argparse.Namespace) -> Plan:
         engines.resolve(args.engine, args.engine_version),
     )
     return plan(cands, w, t, tuple(args.tp))
+
+
+def with_electricity(c: Candidate, usd_per_kwh: float) -> Candidate:
+    """The candidate with its electricity per GPU-hour: its power (the sheet's TDP, an upper bound; or the
+    highest average power its run measured) x the price per kWh."""
+    import dataclasses
+
+    if c.power_w is None:
+        raise PlanError(
+            f"--candidate {c.text!r}: no power to price: the spec sheet has no TDP and the run measured none"
+        )
+    return dataclasses.replace(c, electricity=c.power_w / 1000 * usd_per_kwh)
 
 
 def add_parser(sub: Any) -> None:
@@ -167,6 +185,12 @@ def add_parser(sub: Any) -> None:
         f"format the GPU runs of {', '.join(PLAN_FORMATS)}), the price per GPU-hour; repeatable",
     )
     p.add_argument("--formats", type=_word_list, default=None, help="formats a format-less candidate tries")
+    p.add_argument(
+        "--electricity-usd-per-kwh",
+        type=nonneg_float,
+        default=None,
+        help="add electricity to each GPU-hour: its power (sheet TDP, or the run's measured) x this price",
+    )
     p.add_argument("--tp", type=int_list, default=PLAN_TP, help=f"TP sizes to try (default {PLAN_TP})")
     p.add_argument("--engine", default=None, help="serving engine, optionally NAME@VERSION (default: vllm)")
     p.add_argument("--engine-version", default=None, help="the engine's version (or NAME@VERSION)")

@@ -64,6 +64,16 @@ def registry(doc: dict[str, Any]) -> Any:
         if name not in gauges:
             gauges[name] = Gauge(name, text, ["node", "device", a, b], registry=reg)
         gauges[name].labels(node, row["device"], h.subject, h.variant).set(row["value"])
+        e = row.get("energy") or {}
+        if isinstance(e.get("joules_per"), (int, float)):  # NVML-measured energy per unit of the figure's work
+            if "energy" not in gauges:
+                gauges["energy"] = Gauge(
+                    "gpuprobe_energy_joules_per_unit",
+                    "energy per unit of a headline's work (per: TFLOP, GB, token) from NVML",
+                    ["node", "device", "figure", "per"],
+                    registry=reg,
+                )
+            gauges["energy"].labels(node, row["device"], row["name"], e["per"]).set(e["joules_per"])
     health = doc.get("health") or []
     if health:
         g = Gauge(

@@ -34,9 +34,25 @@ def headline_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
                 "range": f"{lo} .. {hi}",
                 "cv": f"{100 * cv:.1f}%" if isinstance(cv, (int, float)) else "-",
                 "cases": str(s["n_cases"]),
+                "energy": energy_cell(s.get("energy")),
             }
         )
     return rows
+
+
+def energy_cell(e: dict[str, Any] | None) -> str:
+    """'0.42 J/GB' (joules per unit of the headline's work, NVML), or '-' where it was not measured."""
+    if not e or not isinstance(e.get("joules_per"), (int, float)):
+        return "-"
+    return f"{e['joules_per']:.3g} J/{e['per']}"
+
+
+def energy_note(doc: dict[str, Any]) -> str | None:
+    """Why no headline has an energy figure (None when at least one has)."""
+    es = [s.get("energy") or {} for s in doc.get("summary", [])]
+    if not es or any(isinstance(e.get("joules_per"), (int, float)) for e in es):
+        return None
+    return "energy: " + next((e["why"] for e in es if e.get("why")), "not measured (no telemetry in this run)")
 
 
 def status_counts(doc: dict[str, Any]) -> Counter:
@@ -138,13 +154,16 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
         ("range", "right"),
         ("max CV", "right"),
         ("cases", "right"),
+        ("energy", "right"),
     ):
         table.add_column(col, justify=justify)
     for r in headline_rows(doc):
         table.add_row(
-            *(escape(str(r[k])) for k in ("figure", "device", "value", "unit", "range", "cv", "cases"))
+            *(escape(str(r[k])) for k in ("figure", "device", "value", "unit", "range", "cv", "cases", "energy"))
         )
     console.print(table)
+    if note := energy_note(doc):
+        console.print(note, markup=False)
     counts = status_counts(doc)
     console.print(
         f"cases: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors, {counts.get('skipped', 0)} skipped"

@@ -115,9 +115,25 @@ def headline_summary(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "max": max(values),
                 "n_cases": len(values),
                 "max_cv": max(cvs) if cvs else None,
+                "energy": _energy_of(ms),
             }
         )
     return rows
+
+
+def _energy_of(ms: list[dict[str, Any]]) -> dict[str, Any]:
+    """A headline's energy: the median joules per unit of its cases where NVML measured it, else why not."""
+    es = [(m.get("telemetry") or {}).get("energy") or {} for m in ms]
+    got = [e for e in es if e.get("measured") and isinstance(e.get("joules_per"), (int, float))]
+    if got:
+        return {
+            "joules_per": statistics.median(e["joules_per"] for e in got),
+            "per": got[0]["per"],
+            "avg_power_w": statistics.median(e["avg_power_w"] for e in got),
+            "source": got[0]["source"],
+        }
+    why = next((e["why"] for e in es if e.get("why")), "no telemetry was recorded with these cases")
+    return {"joules_per": None, "why": f"not measured ({why})"}
 
 
 def default_path(out_dir: str | Path, started: datetime, host: str, device: str, tag: str = "") -> Path:

@@ -39,7 +39,7 @@ def sections(doc: dict[str, Any]) -> list[Section]:
     """What the report says, as tables: the same rows the terminal report prints."""
     from analysis.decode_report import DECODE_COLUMNS, decode_cells, decode_rows
     from analysis.health import judge
-    from analysis.report import collective_rows, headline_rows, matmul_dtype_rows
+    from analysis.report import collective_rows, energy_note, headline_rows, matmul_dtype_rows
 
     out = []
     verdicts = _verdict_of(doc)
@@ -47,12 +47,16 @@ def sections(doc: dict[str, Any]) -> list[Section]:
     for r in headline_rows(doc):
         v = verdicts.get((r["figure"], r["device"]))
         words = "-" if v is None else v.verdict + (f" ({100 * v.ratio:.0f}% of the sheet)" if v.ratio else "")
-        rows.append([r["figure"], r["device"], f"{r['value']} {r['unit']}", r["range"], r["cv"], words])
+        rows.append(
+            [r["figure"], r["device"], f"{r['value']} {r['unit']}", r["range"], r["cv"], r["energy"], words]
+        )
     notes = sorted({v.note for v in verdicts.values() if v.note})
+    if note := energy_note(doc):
+        notes.append(note)
     out.append(
         Section(
             "Headline figures and verdicts",
-            ["figure", "device", "value", "range", "max CV", "verdict"],
+            ["figure", "device", "value", "range", "max CV", "energy", "verdict"],
             rows,
             notes,
         )

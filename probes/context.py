@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from analysis.formulas import energy_per_unit
 from analysis.rundoc import Measurement, error_line
 from probes.config import RunConfig, TimingConfig
 from probes.device import device_context
@@ -209,6 +210,9 @@ def _measure(
         m.value, m.unit = bytes_moved / median, "bytes_per_s"
     else:
         m.value, m.unit = median, "seconds"
+    energy = (m.telemetry or {}).get("energy")
+    if energy and energy.get("measured"):
+        energy.update(energy_per_unit(energy["avg_power_w"], median, flops, bytes_moved))
     return m
 
 

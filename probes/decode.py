@@ -257,6 +257,9 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
             m.params.update(step_seconds=t_step, head_seconds=t_head, layers_seconds=t_layers, scaled=True)
             m.params["note"] = f"ran {n_layers} of {model_cfg.layers} layers and scaled by layer count"
             m.value, m.unit = b / t_step, "tokens_per_s"
+        energy = (m.telemetry or {}).get("energy") or {}
+        if m.status == "ok" and energy.get("measured") and m.params.get("step_seconds"):
+            energy.update(joules_per=energy["avg_power_w"] * m.params["step_seconds"] / b, per="token")
         if m.status == "ok" and split.host_s:
             m.params.update(
                 host_time(

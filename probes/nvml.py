@@ -10,6 +10,7 @@ clock-event (throttle) reasons in a background thread while a case is timed, so 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import statistics
 import threading
 import time
@@ -218,6 +219,12 @@ class TelemetrySampler:
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._energy: list[tuple[float, Any]] = []  # (time, the energy counter in mJ) at enter and exit
+
+    def _read_energy(self) -> None:
+        if self.handle is not None:
+            mj = self.nvml.call("nvmlDeviceGetTotalEnergyConsumption", self.handle)  # mJ since driver load
+            self._energy.append((time.perf_counter(), mj))
 
     def _sample(self) -> dict[str, Any]:
         return {"t_s": time.perf_counter(), **read_sample(self.nvml, self.handle)}
@@ -228,6 +235,7 @@ class TelemetrySampler:
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> TelemetrySampler:
+        self._read_energy()
         if self.handle is not None:
             self._thread = threading.Thread(target=self._loop, name="gpuprobe-telemetry", daemon=True)
             self._thread.start()
@@ -238,13 +246,32 @@ class TelemetrySampler:
             self._stop.set()
             self._thread.join()
             self.samples.append(self._sample())
+        self._read_energy()
+
+    def energy(self) -> dict[str, Any]:
+        """Joules the GPU drew over the sampled window and its average power: NVML's energy counter (Volta+),
+        else the power samples integrated over time; where neither exists, not measured and why."""
+        if self.handle is None:
+            return {"measured": False, "why": self.nvml.reason or "no NVML device for this torch device"}
+        (t0, e0), (t1, e1) = self._energy[0], self._energy[-1]
+        seconds = t1 - t0
+        if isinstance(e0, int) and isinstance(e1, int) and e1 > e0 and seconds > 0:
+            joules, source = (e1 - e0) / 1e3, "NVML energy counter (nvmlDeviceGetTotalEnergyConsumption)"
+        else:
+            pts = [(x["t_s"], x["power_w"]) for x in self.samples if isinstance(x["power_w"], (int, float))]
+            if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
+                return {"measured": False, "why": "NVML gives this GPU neither an energy counter nor power readings"}
+            joules = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
+            seconds, source = pts[-1][0] - pts[0][0], "power samples integrated over time (no energy counter)"
+        return {"measured": True, "joules": joules, "seconds": seconds, "avg_power_w": joules / seconds, "source": source}
 
     def summary(self) -> dict[str, Any]:
         """Min / median / max per numeric field and the union of throttle reasons seen."""
         if self.handle is None:
-            return {"available": False, "reason": self.nvml.reason or "no NVML device for this torch device"}
+            why = self.nvml.reason or "no NVML device for this torch device"
+            return {"available": False, "reason": why, "energy": self.energy()}
         t0 = self.samples[0]["t_s"] if self.samples else 0.0
-        out: dict[str, Any] = {"available": True, "n": len(self.samples)}
+        out: dict[str, Any] = {"available": True, "n": len(self.samples), "energy": self.energy()}
         for key in ("sm_clock_mhz", "power_w", "temperature_c"):
             vals = [s[key] for s in self.samples if isinstance(s[key], (int, float))]
             out[key] = {"min": min(vals), "median": statistics.median(vals), "max": max(vals)} if vals else NA

@@ -173,3 +173,27 @@ def test_the_plan_report_renders_in_a_real_headless_browser(tmp_path, capsys):
     assert 'src="data:image/png;base64,' in dom
     md = (out / "plan.md").read_text()
     assert "## Cheapest first" in md and "![plan_frontier](plan_frontier.png)" in md
+
+
+def test_electricity_adds_the_gpus_power_to_each_gpu_hour(capsys):
+    base = plan_json(capsys, *TARGETS, "--candidate", "h100-sxm5-80gb:fp8:2.49", "--tp", "2")
+    powered = plan_json(
+        capsys,
+        *TARGETS,
+        "--candidate",
+        "h100-sxm5-80gb:fp8:2.49",
+        "--tp",
+        "2",
+        "--electricity-usd-per-kwh",
+        "0.12",
+    )
+    (a,), (b,) = base["ranked"], powered["ranked"]
+    assert b["power_w"] == 700 and b["electricity_per_gpu_hour"] == pytest.approx(
+        0.7 * 0.12
+    )  # the sheet's TDP
+    ratio = (
+        b["operating_point"]["cost_per_million_output_tokens"]
+        / a["operating_point"]["cost_per_million_output_tokens"]
+    )
+    assert ratio == pytest.approx((2.49 + 0.084) / 2.49)
+    assert cli(analysis_main, [*BASE, "--candidate", "l40s:fp8:0.72", "--electricity-usd-per-kwh", "-1"]) == 2
