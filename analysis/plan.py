@@ -67,7 +67,9 @@ class Candidate:
     formats: tuple[str, ...]  # asked for, or every format the GPU runs
     price: float
     market: str
-    power_w: float | None = None  # the GPU's draw: the sheet's TDP, or the highest average power a run measured
+    power_w: float | None = (
+        None  # the GPU's draw: the sheet's TDP, or the highest average power a run measured
+    )
     electricity: float = 0.0  # $ per GPU-hour of electricity on top of the rent (--electricity-usd-per-kwh)
 
     @property

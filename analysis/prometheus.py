@@ -65,7 +65,9 @@ def registry(doc: dict[str, Any]) -> Any:
             gauges[name] = Gauge(name, text, ["node", "device", a, b], registry=reg)
         gauges[name].labels(node, row["device"], h.subject, h.variant).set(row["value"])
         e = row.get("energy") or {}
-        if isinstance(e.get("joules_per"), (int, float)):  # NVML-measured energy per unit of the figure's work
+        if isinstance(
+            e.get("joules_per"), (int, float)
+        ):  # NVML-measured energy per unit of the figure's work
             if "energy" not in gauges:
                 gauges["energy"] = Gauge(
                     "gpuprobe_energy_joules_per_unit",

@@ -52,7 +52,9 @@ def energy_note(doc: dict[str, Any]) -> str | None:
     es = [s.get("energy") or {} for s in doc.get("summary", [])]
     if not es or any(isinstance(e.get("joules_per"), (int, float)) for e in es):
         return None
-    return "energy: " + next((e["why"] for e in es if e.get("why")), "not measured (no telemetry in this run)")
+    return "energy: " + next(
+        (e["why"] for e in es if e.get("why")), "not measured (no telemetry in this run)"
+    )
 
 
 def status_counts(doc: dict[str, Any]) -> Counter:
@@ -159,7 +161,10 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
         table.add_column(col, justify=justify)
     for r in headline_rows(doc):
         table.add_row(
-            *(escape(str(r[k])) for k in ("figure", "device", "value", "unit", "range", "cv", "cases", "energy"))
+            *(
+                escape(str(r[k]))
+                for k in ("figure", "device", "value", "unit", "range", "cv", "cases", "energy")
+            )
         )
     console.print(table)
     if note := energy_note(doc):

@@ -260,10 +260,19 @@ class TelemetrySampler:
         else:
             pts = [(x["t_s"], x["power_w"]) for x in self.samples if isinstance(x["power_w"], (int, float))]
             if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
-                return {"measured": False, "why": "NVML gives this GPU neither an energy counter nor power readings"}
+                return {
+                    "measured": False,
+                    "why": "NVML gives this GPU neither an energy counter nor power readings",
+                }
             joules = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
             seconds, source = pts[-1][0] - pts[0][0], "power samples integrated over time (no energy counter)"
-        return {"measured": True, "joules": joules, "seconds": seconds, "avg_power_w": joules / seconds, "source": source}
+        return {
+            "measured": True,
+            "joules": joules,
+            "seconds": seconds,
+            "avg_power_w": joules / seconds,
+            "source": source,
+        }
 
     def summary(self) -> dict[str, Any]:
         """Min / median / max per numeric field and the union of throttle reasons seen."""

@@ -40,7 +40,10 @@ def test_round_trip(tmp_path):
             "max": 30.0,
             "n_cases": 3,
             "max_cv": 0.01,
-            "energy": {"joules_per": None, "why": "not measured (no telemetry was recorded with these cases)"},
+            "energy": {
+                "joules_per": None,
+                "why": "not measured (no telemetry was recorded with these cases)",
+            },
         }
     ]
     assert [f.name for f in (tmp_path / "sub").iterdir()] == ["run.json"]  # no temporary left behind
