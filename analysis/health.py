@@ -215,11 +215,44 @@ def _judge_nvml(h: DeviceHealth, before: dict[str, Any], after: dict[str, Any], 
     replays = [_num((s.get("pcie") or {}).get("replay_counter")) for s in (before, after)]
     if None not in replays and replays[1] > replays[0]:
         h.flag("warn", f"{replays[1] - replays[0]:.0f} PCIe replays during the run")
+    _judge_links(h, before, after)
     enforced, default = _num(after.get("power_limit_enforced_w")), _num(after.get("power_limit_default_w"))
     if enforced and default and enforced < 0.99 * default:
         h.flag("warn", f"power limit {enforced:.0f} W of the default {default:.0f} W")
     if after.get("mig_mode") == 1:
         h.flag("warn", "MIG mode is on: the GPU is partitioned")
+
+
+def _grew(before: dict[str, Any], after: dict[str, Any], group: str, key: str) -> float:
+    a, b = after.get(group), before.get(group)
+    x = _num(a.get(key)) if isinstance(a, dict) else None
+    y = _num(b.get(key)) if isinstance(b, dict) else None
+    return 0.0 if x is None or y is None else max(0.0, x - y)
+
+
+def _judge_links(h: DeviceHealth, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """NVLink error counters and PCIe AER totals that grew during the run: a fatal PCIe error fails the GPU;
+    CRC errors, replays, recoveries and other PCIe errors warn (a marginal link or connector, DCGM's NVLink and
+    PCIe health watches). What the node does not expose is listed as not checked."""
+    if isinstance(after.get("nvlink_errors"), dict):
+        for key, words in (
+            ("crc_flit", "NVLink flit CRC errors"),
+            ("crc_data", "NVLink data CRC errors"),
+            ("replay", "NVLink replays"),
+            ("recovery", "NVLink link recoveries"),
+        ):
+            if n := _grew(before, after, "nvlink_errors", key):
+                h.flag("warn", f"{n:.0f} {words} during the run")
+    elif "nvlink_errors" in after:
+        h.not_checked.append("NVLink error counters (no active NVLink, or NVML does not report them)")
+    if isinstance(after.get("pcie_aer"), dict):
+        if n := _grew(before, after, "pcie_aer", "fatal"):
+            h.flag("fail", f"{n:.0f} fatal PCIe errors (AER) during the run")
+        for key, words in (("nonfatal", "non-fatal"), ("correctable", "correctable")):
+            if n := _grew(before, after, "pcie_aer", key):
+                h.flag("warn", f"{n:.0f} {words} PCIe errors (AER) during the run")
+    elif "pcie_aer" in after:
+        h.not_checked.append("PCIe AER counters (no aer_dev_* in sysfs for this GPU)")
 
 
 def _peers(devices: list[DeviceHealth]) -> None:

@@ -101,10 +101,34 @@ def fake_pynvml(**faults) -> types.ModuleType:
     m.nvmlDeviceRegisterEvents = lambda h, mask, es: None
     m.nvmlEventSetWait_v2 = wait
     m.nvmlEventSetFree = lambda es: None
+    m.nvmlDeviceGetNvLinkState = lambda h, link: real.NVML_FEATURE_ENABLED  # 18 active NVLinks
+
+    def nvlink_error(h, link, counter):  # flit CRC errors that grow while the run goes on, on link 3
+        state["nvlink_reads"] = state.get("nvlink_reads", 0) + 1
+        grows = faults.get("nvlink") and link == 3 and counter == real.NVML_NVLINK_ERROR_DL_CRC_FLIT
+        return 5 * (state["nvlink_reads"] > 4 * real.NVML_NVLINK_MAX_LINKS) if grows else 0
+
+    m.nvmlDeviceGetNvLinkErrorCounter = nvlink_error
+    m.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(busId=b"00000000:18:00.0")
     return m
 
 
+def fake_sysfs(root, fatal: int = 0) -> None:
+    """/sys/bus/pci/devices/0000:18:00.0/aer_dev_* as Linux writes them (one counter per line, then TOTAL_ERR_*)."""
+    dev = root / "0000:18:00.0"
+    dev.mkdir(parents=True, exist_ok=True)
+    (dev / "aer_dev_correctable").write_text("RxErr 0\nBadTLP 0\nBadDLLP 0\nTOTAL_ERR_COR 0\n")
+    (dev / "aer_dev_nonfatal").write_text("Undefined 0\nDLP 0\nTOTAL_ERR_NONFATAL 0\n")
+    (dev / "aer_dev_fatal").write_text(f"Undefined 0\nDLP {fatal}\nTOTAL_ERR_FATAL {fatal}\n")
+
+
 def nvml_with(monkeypatch, **faults) -> Nvml:
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="sysfs-"))
+    fake_sysfs(root)
+    monkeypatch.setattr(health, "AER_ROOT", str(root))
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(**faults))
     nv = Nvml()
     nv.handle = lambda device: "gpu-0"  # the CPU stands in for the GPU the fake describes
@@ -326,3 +350,29 @@ def test_xid_classes_application_faults_and_recorded_repairs_are_not_hardware_fa
         h = DeviceHealth("cuda:0")
         _judge_xids(h, [{"xid": x} for x in xids], "the run")
         assert h.verdict == verdict and any(words in r for r in h.reasons), (xids, h.reasons)
+
+
+def test_nvlink_crc_errors_during_the_run_warn(tmp_path, monkeypatch):
+    ctx = ctx_for(tmp_path, nvml_with(monkeypatch, nvlink=True))
+    (dh,) = judge(doc_of(health.run(ctx)))
+    assert dh.verdict == "warn" and "warn: 5 NVLink flit CRC errors during the run" in dh.reasons
+
+
+def test_pcie_aer_is_read_from_sysfs_by_the_gpus_bus_id(tmp_path, monkeypatch):
+    fake_sysfs(tmp_path, fatal=2)
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
+    nv = Nvml()
+    assert health.pcie_aer(nv, "gpu-0", str(tmp_path)) == {"correctable": 0, "nonfatal": 0, "fatal": 2}
+    assert health.pcie_aer(nv, "gpu-0", str(tmp_path / "nowhere")) == "not available"
+
+
+def test_a_fatal_pcie_error_fails_and_correctable_ones_warn():
+    from analysis.health import DeviceHealth, _judge_links
+
+    before = {"pcie_aer": {"correctable": 1, "nonfatal": 0, "fatal": 0}, "nvlink_errors": "not available"}
+    after = {"pcie_aer": {"correctable": 4, "nonfatal": 0, "fatal": 1}, "nvlink_errors": "not available"}
+    h = DeviceHealth("cuda:0")
+    _judge_links(h, before, after)
+    assert h.verdict == "fail" and "fail: 1 fatal PCIe errors (AER) during the run" in h.reasons
+    assert "warn: 3 correctable PCIe errors (AER) during the run" in h.reasons
+    assert any(n.startswith("NVLink error counters") for n in h.not_checked)
