@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-METRICS = ("dram", "matmul_peak", "busbw", "host_link", "op_overhead", "sustained")
+METRICS = ("dram", "matmul_peak", "busbw", "host_link", "op_overhead", "sustained", "latency")
 _BUSBW = "_busbw_"
 
 
@@ -43,7 +43,7 @@ def compute_family(dtype: str) -> str:
 class Headline:
     """One headline figure's identity.
 
-    metric:  dram | matmul_peak | busbw | host_link | op_overhead | sustained
+    metric:  dram | matmul_peak | busbw | host_link | op_overhead | sustained | latency
     subject: the access pattern (dram), the matmul dtype key (matmul_peak), the collective op (busbw),
              the copy direction h2d | d2h | bidir (host_link), eager | graph (op_overhead: seconds per op),
              the dtype of the soak (sustained)
@@ -83,6 +83,12 @@ class Headline:
         return cls("op_overhead", mode, "torch")
 
     @classmethod
+    def latency(cls, level: str, how: str) -> Headline:
+        """Seconds of one dependent access: a pointer chase in the L2 or DRAM (`chase`), a tiny pinned
+        host-to-device copy (`h2d`, `pinned`), a tiny copy between two GPUs (`p2p`, `copy`)."""
+        return cls("latency", level, how)
+
+    @classmethod
     def sustained(cls, dtype: str) -> Headline:
         """FLOP/s a device holds under a long back-to-back matmul (probes.health): the last half's median."""
         return cls("sustained", dtype, "torch")
@@ -95,7 +101,7 @@ class Headline:
     @classmethod
     def parse(cls, name: str) -> Headline:
         """The headline a summary name stands for; ValueError for a name outside the scheme."""
-        for metric in ("matmul_peak", "host_link", "op_overhead", "sustained", "dram"):
+        for metric in ("matmul_peak", "host_link", "op_overhead", "sustained", "latency", "dram"):
             prefix = f"{metric}_"
             if name.startswith(prefix):
                 subject, sep, variant = name.removeprefix(prefix).rpartition("_")
@@ -126,7 +132,13 @@ class Headline:
     @property
     def resource(self) -> str:
         """What on a spec sheet the figure is judged against: memory, a compute family, link or host."""
-        fixed = {"dram": "memory", "busbw": "link", "host_link": "host", "op_overhead": "overhead"}
+        fixed = {
+            "dram": "memory",
+            "busbw": "link",
+            "host_link": "host",
+            "op_overhead": "overhead",
+            "latency": "latency",
+        }
         return fixed.get(self.metric) or BLOCK_SCALED.get(
             dtype_family(self.subject), dtype_family(self.subject)
         )

@@ -41,6 +41,11 @@ GAUGES: dict[str, tuple[str, str, tuple[str, str]]] = {
         ("direction", "memory"),
     ),
     "op_overhead": ("gpuprobe_op_overhead_seconds", "seconds per tiny op back to back", ("mode", "variant")),
+    "latency": (
+        "gpuprobe_latency_seconds",
+        "one dependent load (pointer chase) or one tiny copy (host to device, GPU to GPU)",
+        ("level", "how"),
+    ),
     "sustained": (
         "gpuprobe_sustained_flops_per_second",
         "FLOP/s held under a long soak (health)",

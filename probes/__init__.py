@@ -48,6 +48,9 @@ REGISTRY: dict[str, Probe] = {
     for p in (
         Probe("bandwidth", "probes.bandwidth", "device-memory bandwidth, STREAM-style"),
         Probe("hostlink", "probes.hostlink", "host <-> device copies over PCIe / C2C"),
+        Probe(
+            "latency", "probes.latency", "load-to-use latency (pointer chase), tiny H2D and GPU-to-GPU copies"
+        ),
         Probe("matmul", "probes.matmul", "matmul TFLOPS per dtype and decode-shaped GEMMs"),
         Probe("collectives", "probes.collectives", "all-reduce / all-gather / reduce-scatter busbw, P2P"),
         Probe("decode", "probes.decode", "decode steps of a model-shaped decoder"),

@@ -31,6 +31,7 @@ from probes.sections import (
     DecodeConfig,
     HealthConfig,
     HostlinkConfig,
+    LatencyConfig,
     MatmulConfig,
     TimingConfig,
 )
@@ -63,6 +64,7 @@ class RunConfig:
     bench: BenchConfig
     decode: DecodeConfig
     health: HealthConfig
+    latency: LatencyConfig
     source: str
     device_kind: str | None = None  # "cpu" or "gpu" once the [profiles.NAME.<kind>] overrides are applied
 

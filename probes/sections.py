@@ -204,6 +204,17 @@ class HealthConfig:
     patterns: tuple[str, ...] = _checks(non_empty, choices(*HEALTH_PATTERNS))
 
 
+@dataclass(frozen=True)
+class LatencyConfig:
+    """Load-to-use latency by pointer chase, tiny host-to-device and GPU-to-GPU copies (probes.latency)."""
+
+    working_set_cache_multiples: tuple[float, ...] = _checks(non_empty, positive)  # x the last-level cache
+    chase_steps: int = _checks(positive)  # dependent loads per timed repetition
+    copy_bytes: int = _checks(positive)  # the tiny copy whose time is the link's latency
+    devices: str = _checks(choices("first", "all"))  # chase and host copy on the first GPU, or on every one
+    p2p_pairs: str = _checks(choices("none", "ring", "all"))  # GPU pairs whose tiny-copy latency is measured
+
+
 SECTIONS: dict[str, type] = {
     "timing": TimingConfig,
     "bandwidth": BandwidthConfig,
@@ -213,4 +224,5 @@ SECTIONS: dict[str, type] = {
     "bench": BenchConfig,
     "decode": DecodeConfig,
     "health": HealthConfig,
+    "latency": LatencyConfig,
 }

@@ -46,6 +46,7 @@ def matrix() -> list[dict]:
     for arch in TARGETS:
         for kernel in STREAM:
             jobs.append({"kernel": kernel, "dtype": "fp32", "arch": arch})
+        jobs.append({"kernel": "chase", "dtype": "int64", "arch": arch})
         for dtype in MATMUL_TYPES:
             for i, cfg in enumerate(_configs("hip" if arch.startswith("gfx") else "cuda")):
                 job = {"kernel": "matmul", "dtype": dtype, "arch": arch, "config": i}
@@ -97,6 +98,15 @@ def _stream_source(job: dict):
     return ASTSource(fn=fn, signature=sig, constexprs={"BLOCK": stream.DEFAULT_BLOCK}, attrs=aligned)
 
 
+def _chase_source(job: dict):
+    from triton.compiler import ASTSource
+
+    from kernels.chase import chase_kernel
+
+    sig = {"next_ptr": "*i64", "out_ptr": "*i64", "start": "i64", "steps": "i32"}
+    return ASTSource(fn=chase_kernel, signature=sig, constexprs={}, attrs={(0,): [["tt.divisibility", 16]]})
+
+
 def compile_one(job: dict) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -109,6 +119,8 @@ def compile_one(job: dict) -> dict:
 
             extra = {k: v for k, v in job["kwargs"].items() if k not in KERNEL_META}  # compiler options (HIP)
             options = {"num_warps": job["num_warps"], "num_stages": job["num_stages"], **extra}
+        elif job["kernel"] == "chase":
+            src, options = _chase_source(job), {"num_warps": 1}
         else:
             from kernels.stream import DEFAULT_BLOCK, _warps
 
@@ -121,8 +133,9 @@ def compile_one(job: dict) -> dict:
     code = k.asm.get("ptx") or k.asm.get("amdgcn") or ""
     out["shared_bytes"] = int(k.metadata.shared)
     out["tensor_op"] = next((op for op in ("tcgen05", "wgmma", "mma.sync", "mfma") if op in code), None)
-    loads = re.findall(r"ld\.global(?:\.\w+)*|global_load_dword\w*|buffer_load_dword\w*", code)
+    loads = re.findall(r"ld\.(?:volatile\.)?global(?:\.\w+)*|global_load_dword\w*|buffer_load_dword\w*", code)
     out["vector_loads"] = any(".v4" in ld or ld.endswith("x4") for ld in loads)
+    out["global_loads"] = len(loads)
     return out
 
 

@@ -31,7 +31,15 @@ def write(tmp_path, text: str):
 def test_shipped_bench_toml_loads_every_profile():
     quick = load_config(REPO / "bench.toml")
     assert quick.profile == "quick"
-    assert set(quick.probes) == {"bandwidth", "hostlink", "matmul", "collectives", "decode", "health"}
+    assert set(quick.probes) == {
+        "bandwidth",
+        "hostlink",
+        "latency",
+        "matmul",
+        "collectives",
+        "decode",
+        "health",
+    }
     assert quick.health.soak_s < load_config(REPO / "bench.toml", "full").health.soak_s
     cpu = load_config(REPO / "bench.toml", device_kind="cpu")
     assert cpu.device_kind == "cpu" and max(cpu.matmul.square_sizes) < max(quick.matmul.square_sizes)
@@ -46,7 +54,15 @@ def test_profile_overrides_section_defaults(tmp_path):
     assert cfg.bandwidth.working_set_cache_multiples == (0.5, 1.0)  # from the profile, ints become floats
     assert cfg.timing.warmup_s == 0.0
     full = load_config(write(tmp_path, GOOD), "full")
-    assert full.probes == ("bandwidth", "hostlink", "matmul", "collectives", "decode", "health")  # all
+    assert full.probes == (
+        "bandwidth",
+        "hostlink",
+        "latency",
+        "matmul",
+        "collectives",
+        "decode",
+        "health",
+    )  # all
     assert full.bandwidth.working_set_cache_multiples == tuple(
         shipped_defaults()["bandwidth"]["working_set_cache_multiples"]
     )
@@ -136,7 +152,7 @@ def test_unknown_profile_and_missing_file(tmp_path):
         (["--profile", "nope"], "profile 'nope' is not defined"),
         (["--device", "tpu"], "--device 'tpu': expected auto, cpu, cuda or cuda:N"),
         (["--only", "bandwith"], "--only bandwith: unknown probe"),
-        (["--skip", "bandwidth,hostlink,matmul,collectives,decode,health"], "nothing to run"),
+        (["--skip", "bandwidth,hostlink,latency,matmul,collectives,decode,health"], "nothing to run"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, expected):

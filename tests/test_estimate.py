@@ -8,10 +8,13 @@ from probes.config import load_config
 from probes.estimate import WORKER_STARTUP_S, estimate_seconds, main
 
 
-def test_quick_on_eight_gpus_fits_in_two_minutes_with_per_gpu_probes_at_once():
+def test_quick_on_eight_gpus_fits_its_time_budget_with_per_gpu_probes_at_once():
+    """Quick on 8 GPUs (its upper bound: every case spends its budget) within the profile's own time budget,
+    150 s, which the runner holds (probes.schedule); all-to-all, the FP4/MXFP8 peaks and latency came in
+    at 123 s from 119 s."""
     cfg = load_config(REPO / "bench.toml", "quick", "gpu")
     at_once, one_by_one = estimate_seconds(cfg, 8), estimate_seconds(cfg, 8, sequential=True)
-    assert sum(at_once.values()) <= 120
+    assert sum(at_once.values()) <= cfg.timing.profile_budget_s == 150
     one = estimate_seconds(cfg, 1)
     for name in ("bandwidth", "matmul"):  # the first GPU's cases, plus starting the workers
         assert at_once[name] == one[name] + WORKER_STARTUP_S < one_by_one[name]
