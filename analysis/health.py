@@ -216,6 +216,7 @@ def _judge_nvml(h: DeviceHealth, before: dict[str, Any], after: dict[str, Any], 
     if None not in replays and replays[1] > replays[0]:
         h.flag("warn", f"{replays[1] - replays[0]:.0f} PCIe replays during the run")
     _judge_links(h, before, after)
+    _judge_amd(h, before, after)
     enforced, default = _num(after.get("power_limit_enforced_w")), _num(after.get("power_limit_default_w"))
     if enforced and default and enforced < 0.99 * default:
         h.flag("warn", f"power limit {enforced:.0f} W of the default {default:.0f} W")
@@ -253,6 +254,25 @@ def _judge_links(h: DeviceHealth, before: dict[str, Any], after: dict[str, Any])
                 h.flag("warn", f"{n:.0f} {words} PCIe errors (AER) during the run")
     elif "pcie_aer" in after:
         h.not_checked.append("PCIe AER counters (no aer_dev_* in sysfs for this GPU)")
+
+
+def _judge_amd(h: DeviceHealth, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """amdsmi's records (probes.amd): retired HBM pages pending (reset the GPU) or unreservable (out of spare
+    pages), deferred ECC errors during the run, and XGMI links down (RCCL then routes over the slower ones)."""
+    if after.get("source") != "amdsmi":
+        return
+    pages = after.get("bad_pages") if isinstance(after.get("bad_pages"), dict) else {}
+    if pages.get("unreservable"):
+        h.flag("fail", f"{pages['unreservable']} bad HBM pages could not be retired")
+    elif pages.get("pending"):
+        h.flag("warn", f"{pages['pending']} bad HBM pages pending retirement: reset the GPU")
+    if n := _grew(before, after, "ecc", "deferred"):
+        h.flag("warn", f"{n:.0f} deferred ECC errors during the run")
+    xgmi = after.get("xgmi")
+    if isinstance(xgmi, dict) and xgmi.get("down"):
+        h.flag("fail", f"{xgmi['down']} of {xgmi['links']} XGMI links down")
+    elif not isinstance(xgmi, dict):
+        h.not_checked.append("XGMI link state (amdsmi does not report it here)")
 
 
 def _peers(devices: list[DeviceHealth]) -> None:

@@ -141,6 +141,10 @@ def busbw_link(
         links = (nv.get("nvlink") or {}).get("active_links") if isinstance(nv.get("nvlink"), dict) else None
         rate = specs.nvlink_bytes_per_s_per_direction(int(gen), links) if gen.isdigit() and links else None
         return f"NVLink {gen}", rate
+    if label.startswith("xGMI"):  # AMD Infinity Fabric between the GPUs (probes.amd.pair_link)
+        rate = spec.link_bytes_per_s_per_direction
+        sheet = f"{rate / 1e9:.0f} GB/s per direction on the sheet, " if rate else ""
+        return f"xGMI ({sheet}not judged: no published good-node RCCL figure yet)", None
     if label.startswith("PCIe"):
         gen, width = nv.get("pcie_gen_max"), nv.get("pcie_width_max")
         if not isinstance(gen, int):

@@ -34,6 +34,7 @@ import torch
 
 from analysis.headline import Headline
 from analysis.rundoc import Measurement, error_line
+from probes import amd
 from probes.context import Context, skipped
 from probes.device import device_context, free_memory_bytes
 from probes.nvml import NA, Nvml, mw_to_w, read_sample
@@ -64,6 +65,14 @@ def run(ctx: Context) -> list[Measurement]:
 
 
 # ---- NVML: what the driver recorded ------------------------------------------------------------------
+
+
+def device_snapshot(nv: Nvml, handle: Any, device: torch.device) -> dict[str, Any]:
+    """The driver's health records of a GPU: NVML's on NVIDIA, amdsmi's (probes.amd, same shape) on AMD."""
+    if handle is None and device.type == "cuda" and torch.version.hip:
+        smi = amd.session()
+        return amd.snapshot(smi, smi.handle(device))
+    return snapshot(nv, handle)
 
 
 def snapshot(nv: Nvml, handle: Any) -> dict[str, Any]:
@@ -214,7 +223,7 @@ def soak(ctx: Context, device: torch.device) -> Measurement:
     params: dict[str, Any] = {"kind": "soak", "dtype": dtype, "m": n, "n": n, "k": n, "soak_s": hc.soak_s}
     ctx.progress(f"{NAME}: {case} for {hc.soak_s:g} s on {device}")
     nv, handle = ctx.nvml, ctx.nvml.handle(device)
-    params["nvml_before"] = snapshot(nv, handle)
+    params["nvml_before"] = device_snapshot(nv, handle, device)
     try:
         with device_context(device), XidWatch(nv, handle) as xid:
             timeline, mismatched, under_load = _load(
@@ -223,7 +232,7 @@ def soak(ctx: Context, device: torch.device) -> Measurement:
     except Exception as exc:  # out of memory, a driver fault: the device fails its soak, the run goes on
         _release_after(device)
         return skipped(NAME, case, device, params, f"soak failed: {error_line(exc)}", status="error")
-    params["nvml_after"] = snapshot(nv, handle)
+    params["nvml_after"] = device_snapshot(nv, handle, device)
     params["pcie_under_load"] = under_load
     params["xid_events"], params["xid_watch"] = xid.events, xid.status
     rates = [w["flop_per_s"] for w in timeline]
@@ -340,7 +349,7 @@ def memtest(ctx: Context, device: torch.device) -> Measurement:
     # the driver's records around the test: on ECC memory a weak card corrects its errors silently (no
     # mismatch), so the ECC counts, row remapping and XIDs the test provokes are read too (analysis.health)
     nv, handle = ctx.nvml, ctx.nvml.handle(device)
-    params["nvml_before"] = snapshot(nv, handle)
+    params["nvml_before"] = device_snapshot(nv, handle, device)
     moved, t0 = 0, time.perf_counter()
     try:
         with device_context(device), XidWatch(nv, handle) as xid:
@@ -368,7 +377,7 @@ def memtest(ctx: Context, device: torch.device) -> Measurement:
         _release_after(device)
         return skipped(NAME, case, device, params, f"memory test not run: {error_line(exc)}", status="error")
     seconds = time.perf_counter() - t0
-    params["nvml_after"] = snapshot(nv, handle)
+    params["nvml_after"] = device_snapshot(nv, handle, device)
     params["xid_events"], params["xid_watch"] = xid.events, xid.status
     mismatches = sum(by_pattern.values())
     params.update(mismatches=mismatches, by_pattern=by_pattern, bad_offsets=bad, bytes_moved=moved)

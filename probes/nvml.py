@@ -220,14 +220,33 @@ class TelemetrySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._energy: list[tuple[float, Any]] = []  # (time, the energy counter in mJ) at enter and exit
+        self.amd: tuple[Any, Any] | None = None  # (amdsmi session, handle) of an AMD GPU: probes.amd
+        if self.handle is None and device.type == "cuda" and torch.version.hip:
+            from probes import amd
+
+            smi = amd.session()
+            h = smi.handle(device)
+            self.amd = (smi, h) if h is not None else None
 
     def _read_energy(self) -> None:
-        if self.handle is not None:
+        if self.amd is not None:
+            from probes import amd
+
+            self._energy.append((time.perf_counter(), amd.energy_mj(*self.amd)))
+        elif self.handle is not None:
             mj = self.nvml.call("nvmlDeviceGetTotalEnergyConsumption", self.handle)  # mJ since driver load
             self._energy.append((time.perf_counter(), mj))
 
     def _sample(self) -> dict[str, Any]:
+        if self.amd is not None:
+            from probes import amd
+
+            return {"t_s": time.perf_counter(), **amd.sample(*self.amd)}
         return {"t_s": time.perf_counter(), **read_sample(self.nvml, self.handle)}
+
+    @property
+    def sampling(self) -> bool:
+        return self.handle is not None or self.amd is not None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -236,7 +255,7 @@ class TelemetrySampler:
 
     def __enter__(self) -> TelemetrySampler:
         self._read_energy()
-        if self.handle is not None:
+        if self.sampling:
             self._thread = threading.Thread(target=self._loop, name="gpuprobe-telemetry", daemon=True)
             self._thread.start()
         return self
@@ -251,12 +270,17 @@ class TelemetrySampler:
     def energy(self) -> dict[str, Any]:
         """Joules the GPU drew over the sampled window and its average power: NVML's energy counter (Volta+),
         else the power samples integrated over time; where neither exists, not measured and why."""
-        if self.handle is None:
+        if not self.sampling:
             return {"measured": False, "why": self.nvml.reason or "no NVML device for this torch device"}
         (t0, e0), (t1, e1) = self._energy[0], self._energy[-1]
         seconds = t1 - t0
         if isinstance(e0, int) and isinstance(e1, int) and e1 > e0 and seconds > 0:
-            joules, source = (e1 - e0) / 1e3, "NVML energy counter (nvmlDeviceGetTotalEnergyConsumption)"
+            counter = (
+                "amdsmi energy counter (amdsmi_get_energy_count)"
+                if self.amd
+                else ("NVML energy counter (nvmlDeviceGetTotalEnergyConsumption)")
+            )
+            joules, source = (e1 - e0) / 1e3, counter
         else:
             pts = [(x["t_s"], x["power_w"]) for x in self.samples if isinstance(x["power_w"], (int, float))]
             if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
@@ -276,7 +300,7 @@ class TelemetrySampler:
 
     def summary(self) -> dict[str, Any]:
         """Min / median / max per numeric field and the union of throttle reasons seen."""
-        if self.handle is None:
+        if not self.sampling:
             why = self.nvml.reason or "no NVML device for this torch device"
             return {"available": False, "reason": why, "energy": self.energy()}
         t0 = self.samples[0]["t_s"] if self.samples else 0.0

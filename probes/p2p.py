@@ -29,9 +29,16 @@ _TOPOLOGY = {
 
 
 def pair_link(ctx: Context, a: torch.device, b: torch.device) -> str:
-    """Which link joins two GPUs, from NVML: NVLink (with generation and active links) or the PCIe path."""
+    """Which link joins two GPUs: from NVML, NVLink (with generation and active links) or the PCIe path; from
+    amdsmi on AMD, xGMI or PCIe and the hops between them."""
     nv = ctx.nvml
     ha, hb = nv.handle(a), nv.handle(b)
+    if (ha is None or hb is None) and torch.version.hip:  # AMD: xGMI or PCIe, and the hops, from amdsmi
+        from probes import amd
+
+        smi = amd.session()
+        label = amd.pair_link(smi, smi.handle(a), smi.handle(b))
+        return label or f"unknown ({smi.reason or 'amdsmi cannot say'})"
     if ha is None or hb is None:
         return "unknown (NVML not available)"
     status = nv.call("nvmlDeviceGetP2PStatus", ha, hb, nv.const("NVML_P2P_CAPS_INDEX_NVLINK", 2))
