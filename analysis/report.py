@@ -7,6 +7,7 @@ from the saved document.
 from __future__ import annotations
 
 import re
+import statistics
 from collections import Counter
 from typing import Any
 
@@ -269,6 +270,24 @@ def _print_collectives(doc: dict[str, Any], console: Console) -> None:
                 *map(escape, (f"{p['src']} -> {p['dst']}", str(p["direction"]), bw, str(p.get("link", ""))))
             )
         console.print(t)
+        if note := slowest_pair(p2p):
+            console.print(note, markup=False)
+
+
+def slowest_pair(p2p: list[dict[str, Any]]) -> str | None:
+    """The slowest one-way GPU pair against the median: a ring collective (NCCL, RCCL) runs at its slowest
+    link, so one degraded NVLink or XGMI link caps the whole node's all-reduce."""
+    one_way = [m for m in p2p if m["status"] == "ok" and m["params"].get("direction") != "bidir"]
+    if len(one_way) < 2:
+        return None
+    slow = min(one_way, key=lambda m: m["value"])
+    med = statistics.median(m["value"] for m in one_way)
+    p = slow["params"]
+    return (
+        f"slowest pair {p['src']} -> {p['dst']} ({p.get('link', '?')}): "
+        f"{' '.join(display(slow['value'], slow['unit']))}, {100 * slow['value'] / med:.0f} % of the median pair; "
+        "a ring collective runs at its slowest link"
+    )
 
 
 def print_verdicts(doc: dict[str, Any], console: Console) -> None:

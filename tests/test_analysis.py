@@ -99,3 +99,26 @@ def test_data_in_square_brackets_prints_literally(tmp_path, capsys):
     assert analysis_main(["report", str(path)]) == 0
     out = capsys.readouterr().out.replace("\n", "")
     assert gloo in out and "[red]markup[/red] and [/]" in out and "CPU [x86]" in out and "c[0]" in out
+
+
+def test_the_slowest_gpu_pair_is_named_against_the_median():
+    """A ring collective runs at its slowest link: one degraded XGMI / NVLink pair is named beside the matrix."""
+    from analysis.report import slowest_pair
+
+    def pair(src, dst, gbs, link="xGMI (1 hop)"):
+        params = {"src": src, "dst": dst, "direction": "one-way", "link": link}
+        return {
+            "probe": "collectives",
+            "case": f"p2p/{src}->{dst}",
+            "status": "ok",
+            "value": gbs * 1e9,
+            "unit": "bytes_per_s",
+            "params": params,
+        }
+
+    p2p = [pair("cuda:0", "cuda:1", 48), pair("cuda:1", "cuda:2", 49), pair("cuda:2", "cuda:3", 12)]
+    note = slowest_pair(p2p)
+    assert (
+        note.startswith("slowest pair cuda:2 -> cuda:3 (xGMI (1 hop))") and "25 % of the median pair" in note
+    )
+    assert slowest_pair(p2p[:1]) is None
