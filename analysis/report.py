@@ -170,6 +170,9 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print(table)
     if note := energy_note(doc):
         console.print(note, markup=False)
+    from analysis.trace_report import print_trace
+
+    print_trace(doc, console)
     counts = status_counts(doc)
     console.print(
         f"cases: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors, {counts.get('skipped', 0)} skipped"

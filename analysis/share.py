@@ -61,6 +61,11 @@ def sections(doc: dict[str, Any]) -> list[Section]:
             notes,
         )
     )
+    from analysis.trace_report import TRACE_COLUMNS, trace_notes, trace_rows
+
+    tr = trace_rows(doc)
+    if tr:
+        out.append(Section("Traced step", list(TRACE_COLUMNS), tr, trace_notes(doc)))
     mm = matmul_dtype_rows(doc)
     if mm:
         out.append(
@@ -131,7 +136,7 @@ def images(doc_path: Path) -> list[Path]:
     """The PNGs written beside the run document (bandwidth, roofline, health timeline)."""
     return [
         p
-        for s in ("bandwidth", "roofline", "health")
+        for s in ("bandwidth", "roofline", "health", "trace")
         if (p := doc_path.with_name(f"{doc_path.stem}_{s}.png")).is_file()
     ]
 

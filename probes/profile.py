@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from analysis.cli import ArgumentParser, guard, nonneg_float, word
+from analysis.cli import ArgumentParser, guard, nonneg_float, positive_int, word
 from analysis.rundoc import error_line
 from probes.config import ConfigError, RunConfig, load_config
 from probes.timing import time_fn
@@ -52,7 +52,7 @@ def fresh_run_doc(device: torch.device, cfg: RunConfig) -> dict[str, Any]:
 
     nvml = Nvml()
     ctx = Context(cfg=cfg, devices=[device], nvml=nvml)
-    ms = [m.to_dict() for m in bandwidth.run(cfg, ctx) + matmul.run(cfg, ctx)]
+    ms = [m.to_dict() for m in bandwidth.run(ctx) + matmul.run(ctx)]
     return {"summary": headline_summary(ms), "measurements": ms, "devices": describe_devices([device], nvml)}
 
 
@@ -128,7 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(
         prog="python -m probes.profile", description="Time a kernel and place it on this node's roofline."
     )
-    ap.add_argument("target", help="MODULE:FUNCTION, a factory taking the torch.device")
+    ap.add_argument("target", nargs="?", help="MODULE:FUNCTION, a factory taking the torch.device")
+    ap.add_argument(
+        "--trace",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        help="profile a whole step: every op of it on the roofline, and the device's idle share (probes.trace)",
+    )
+    ap.add_argument(
+        "-o", "--out", type=Path, default=Path("results"), help="--trace: folder for the documents"
+    )
+    ap.add_argument("--iterations", type=positive_int, default=5, help="--trace: traced calls (default 5)")
     ap.add_argument("--device", default="auto", type=word)
     ap.add_argument(
         "--run",
@@ -143,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if (args.target is None) == (args.trace is None):
+        ap.error("give MODULE:FUNCTION to time one callable, or --trace MODULE:FUNCTION to profile a step")
+    if args.trace:
+        from probes.trace_cli import run_trace
+
+        return guard(lambda: run_trace(args))
     return guard(lambda: _profile(args))
 
 

@@ -39,7 +39,9 @@ def test_real_gloo_collectives_are_measured_and_verified(tiny):
         assert m.value == pytest.approx(p["algbw_bytes_per_s"] * factor)
     heads = {m.headline for m in ms if m.headline}
     assert heads == {
-        f"{op}_busbw_{d}" for op in ("all_reduce", "all_gather", "reduce_scatter") for d in ("fp32", "bf16")
+        f"{op}_busbw_{d}"
+        for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+        for d in ("fp32", "bf16")
     }
     assert not multiprocessing.active_children()
 
