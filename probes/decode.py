@@ -257,6 +257,21 @@ def run_format(ctx: Context, device: torch.device, fmt: str, optional: bool = Fa
             m.params.update(step_seconds=t_step, head_seconds=t_head, layers_seconds=t_layers, scaled=True)
             m.params["note"] = f"ran {n_layers} of {model_cfg.layers} layers and scaled by layer count"
             m.value, m.unit = b / t_step, "tokens_per_s"
+        if m.status == "ok" and device.type == "cuda":
+            # the same machinery as `probes.profile --trace`: the share of the step the GPU idles for the host
+            from probes.trace import idle_share
+
+            try:
+                m.params["trace_idle_share"] = idle_share(
+                    lambda sub=sub, tokens=tokens, whole=not scaled: step(
+                        sub, tokens, dc.context, with_head=whole
+                    ),
+                    device,
+                )
+            except Exception as exc:  # a profiler that cannot start here: said, the step's figure stays
+                m.params["trace_idle_share_error"] = (
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                )
         energy = (m.telemetry or {}).get("energy") or {}
         if m.status == "ok" and energy.get("measured") and m.params.get("step_seconds"):
             energy.update(joules_per=energy["avg_power_w"] * m.params["step_seconds"] / b, per="token")

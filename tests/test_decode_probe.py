@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import fast_timing_toml
+from helpers import fast_timing_toml, requires_cuda
 
 import probes.decode as probe
 import probes.decoder as pd
@@ -241,3 +241,26 @@ def test_the_attention_case_names_the_sdpa_kernel_it_got():
     assert sdpa_backend(q, k, k) in {"flash_attention", "efficient_attention", "cudnn_attention", "math"}
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
         assert sdpa_backend(q, k, k) == "math"
+
+
+@requires_cuda
+def test_gpu_steps_record_the_idle_share_the_trace_machinery_measures(tmp_path):
+    """probes.decode uses probes.trace on a GPU: each step records the share of it the GPU waited for the host."""
+    import torch
+
+    from probes import decode
+    from probes.config import load_config
+    from probes.context import Context
+    from probes.nvml import Nvml
+
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(
+        '[decode]\nmodel = "qwen2.5-0.5b"\ndtypes = ["bf16"]\nbatches = [1]\ncontext = 64\nmax_layers = 2\n[profiles.t]\nprobes = ["decode"]\n'
+    )
+    ms = decode.run_format(
+        Context(cfg=load_config(cfg), devices=[torch.device("cuda", 0)], nvml=Nvml()),
+        torch.device("cuda", 0),
+        "bf16",
+    )
+    step = next(m for m in ms if m.params.get("kind") == "step")
+    assert 0.0 <= step.params["trace_idle_share"] <= 1.0
