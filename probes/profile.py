@@ -17,7 +17,6 @@ with --flops / --bytes given on the command line).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from analysis.cli import ArgumentParser, guard, nonneg_float, positive_int, word
 from analysis.rundoc import error_line
 from probes.config import ConfigError, RunConfig, load_config
 from probes.timing import time_fn
+from probes.workload import fresh_run_doc, load_factory, user_frame
 
 
 @dataclass
@@ -40,20 +40,6 @@ class Workload:
     nbytes: float = 0.0
     dtype: str = "bf16"  # which compute ceiling applies (fp32, tf32, fp16, bf16, fp8, int8)
     name: str = ""
-
-
-def fresh_run_doc(device: torch.device, cfg: RunConfig) -> dict[str, Any]:
-    """A minimal run document from a quick bandwidth + matmul probe on `device` (no file written)."""
-    from analysis.rundoc import headline_summary
-    from probes import bandwidth, matmul
-    from probes.context import Context
-    from probes.device import describe_devices
-    from probes.nvml import Nvml
-
-    nvml = Nvml()
-    ctx = Context(cfg=cfg, devices=[device], nvml=nvml)
-    ms = [m.to_dict() for m in bandwidth.run(ctx) + matmul.run(ctx)]
-    return {"summary": headline_summary(ms), "measurements": ms, "devices": describe_devices([device], nvml)}
 
 
 def profile(
@@ -93,35 +79,6 @@ def profile(
             "compute_flop_per_s": roof.compute_flop_per_s,
         },
     }
-
-
-def _load_factory(spec: str) -> Callable[..., Any]:
-    if ":" not in spec:
-        raise ConfigError(f"{spec!r}: expected MODULE:FUNCTION")
-    mod_name, fn_name = spec.split(":", 1)
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"{spec}: cannot import {mod_name}: {exc}") from None
-    fn = getattr(mod, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"{spec}: {mod_name} has no callable {fn_name!r}")
-    return fn
-
-
-def _user_frame(exc: BaseException) -> str:
-    """' (at FILE:LINE in FUNC)' of the deepest frame of the user's own code (not gpuprobe's, not a library's)."""
-    import traceback
-
-    ours = Path(__file__).resolve().parent.parent
-    theirs = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not Path(f.filename).resolve().is_relative_to(ours / "probes")
-        and "site-packages" not in f.filename
-        and not f.filename.startswith("<")
-    ]
-    return f" (at {theirs[-1].filename}:{theirs[-1].lineno} in {theirs[-1].name})" if theirs else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +125,7 @@ def _profile(args: argparse.Namespace) -> int:
 
     devices, note = resolve_devices(args.device)
     device = devices[0]
-    factory = _load_factory(args.target)
+    factory = load_factory(args.target)
     try:
         made = factory(device)
     except Exception as exc:  # the user's factory: its failure is theirs to fix, in one line
@@ -187,7 +144,7 @@ def _profile(args: argparse.Namespace) -> int:
         work.fn()
         synchronize(device)  # a GPU kernel's error surfaces here, not at its launch
     except Exception as exc:
-        raise ConfigError(f"{args.target}: the workload raised {error_line(exc)}{_user_frame(exc)}") from None
+        raise ConfigError(f"{args.target}: the workload raised {error_line(exc)}{user_frame(exc)}") from None
     doc = load(args.run) if args.run else None
     if doc is None:
         print(f"{note}; measuring this node's roofline first (quick bandwidth + matmul)", file=sys.stderr)

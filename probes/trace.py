@@ -12,7 +12,10 @@ kernel) are rows of their own, named by the kernel, without a formula. An op the
 as "no formula", never guessed.
 
 The step's wall time beside the device's busy time gives the idle share: the part of the step the GPU waited
-for the host (Python, dispatch, launches) - what CUDA graphs or a compiled engine would remove.
+for the host (Python, dispatch, launches) - what CUDA graphs or a compiled engine would remove. On a CPU the
+device time is the time the CPU spent inside torch ops (each op's self time, at any depth), so the idle share
+is the Python and dispatch between them, and the top-level ops' times must add up to it (nothing lost to an
+op with no aten parent, nothing counted twice).
 
     python -m probes.profile --trace mymodel:make_step --device cuda -o traces/
     python -m analysis report traces/RUN.json --format html -o trace.html
@@ -150,8 +153,11 @@ def attribute(prof: Any, device: torch.device, iterations: int) -> Trace:
     if gpu:
         busy = sum(e.device_time_total for e in events if getattr(e.device_type, "name", "") == "CUDA") * 1e-6
         device_s = busy / iterations
-    else:  # the CPU is the device: the step's own time (its top-level ops should account for nearly all of it)
-        device_s = wall
+    else:  # the CPU is the device: the time it spent inside torch ops at any depth (each op's self time);
+        # the rest of the wall time is Python and dispatch between ops, the CPU's "idle share"
+        device_s = (
+            sum(e.self_cpu_time_total for e in events if e.name.startswith("aten::")) * 1e-6 / iterations
+        )
     return Trace(sorted(out, key=lambda r: -r.seconds), wall, device_s, iterations)
 
 

@@ -20,18 +20,18 @@ def run_trace(args: argparse.Namespace) -> int:
     from analysis.rundoc import load
     from probes.device import describe_devices, describe_host, resolve_devices
     from probes.nvml import Nvml
-    from probes.profile import _load_factory, _user_frame, fresh_run_doc
     from probes.runner import tool_info
     from probes.trace import attribute, place, run_traced
+    from probes.workload import fresh_run_doc, load_factory, user_frame
 
     check_output_dir(args.out, "-o")
     devices, note = resolve_devices(args.device)
     device = devices[0]
-    factory = _load_factory(args.trace)
+    factory = load_factory(args.trace)
     try:
         made = factory(device)
     except Exception as exc:  # the user's factory: its failure is theirs to fix, in one line
-        raise ConfigError(f"{args.trace}({device}) failed: {error_line(exc)}{_user_frame(exc)}") from None
+        raise ConfigError(f"{args.trace}({device}) failed: {error_line(exc)}{user_frame(exc)}") from None
     fn = made.fn if hasattr(made, "fn") else made
     if not callable(fn):
         raise ConfigError(f"{args.trace}: returned {type(made).__name__}, not a callable to trace")
@@ -39,7 +39,7 @@ def run_trace(args: argparse.Namespace) -> int:
         prof = run_traced(fn, device, args.iterations)
     except Exception as exc:
         raise ConfigError(
-            f"{args.trace}: the traced call raised {error_line(exc)}{_user_frame(exc)}"
+            f"{args.trace}: the traced call raised {error_line(exc)}{user_frame(exc)}"
         ) from None
     trace = attribute(prof, device, args.iterations)
     if not trace.rows:
