@@ -112,6 +112,7 @@ def run_traced(fn: Callable[[], Any], device: torch.device, iterations: int = 5,
 def attribute(prof: Any, device: torch.device, iterations: int) -> Trace:
     """Group the profiler's events into rows of one step: top-level aten ops and stray kernels."""
     events = list(prof.events())
+    by_id = {e.id: e for e in events if not _is_device(e)}
     steps = [e for e in events if e.name == STEP]
     # the mean, as the ops' per-step time is: the two then add up whatever one slow iteration did
     wall = statistics.fmean(e.cpu_time_total for e in steps) * 1e-6 if steps else 0.0
@@ -132,18 +133,11 @@ def attribute(prof: Any, device: torch.device, iterations: int) -> Trace:
             row.flops = (row.flops or 0.0) + cost.flops
             row.bytes = (row.bytes or 0.0) + cost.bytes
     if gpu:  # kernels no aten op launched (a Triton kernel called directly): rows of their own, no formula
-        launched = {
-            id(k) for e in events if e.name.startswith("aten::") for k in (getattr(e, "kernels", None) or [])
-        }
         for e in events:
-            if (
-                getattr(e.device_type, "name", "") == "CUDA"
-                and e.cpu_parent is None
-                and id(e) not in launched
-            ):
+            if _is_device(e) and not _launched_by_aten(e, by_id):
                 row = rows.setdefault((e.name, "", ""), OpRow(e.name, "", [], kind="kernel (no formula)"))
                 row.calls += 1
-                row.seconds += e.device_time_total * 1e-6
+                row.seconds += e.time_range.elapsed_us() * 1e-6
     out = [r for r in rows.values() if r.kind != "view"]
     for r in out:
         r.calls /= iterations
@@ -151,7 +145,7 @@ def attribute(prof: Any, device: torch.device, iterations: int) -> Trace:
         r.flops = None if r.flops is None else r.flops / iterations
         r.bytes = None if r.bytes is None else r.bytes / iterations
     if gpu:
-        busy = sum(e.device_time_total for e in events if getattr(e.device_type, "name", "") == "CUDA") * 1e-6
+        busy = sum(e.time_range.elapsed_us() for e in events if _is_device(e)) * 1e-6
         device_s = busy / iterations
     else:  # the CPU is the device: the time it spent inside torch ops at any depth (each op's self time);
         # the rest of the wall time is Python and dispatch between ops, the CPU's "idle share"
@@ -159,6 +153,21 @@ def attribute(prof: Any, device: torch.device, iterations: int) -> Trace:
             sum(e.self_cpu_time_total for e in events if e.name.startswith("aten::")) * 1e-6 / iterations
         )
     return Trace(sorted(out, key=lambda r: -r.seconds), wall, device_s, iterations)
+
+
+def _is_device(e: Any) -> bool:
+    return getattr(e.device_type, "name", "") in ("CUDA", "PrivateUse1")
+
+
+def _launched_by_aten(kernel: Any, by_id: dict[int, Any]) -> bool:
+    """Whether an aten op is above the runtime call that launched this kernel: the profiler links a kernel to
+    its launch (cudaLaunchKernel, cuLaunchKernel) by correlation id, the launch to its op by nesting."""
+    src = by_id.get(getattr(kernel, "linked_correlation_id", 0))
+    while src is not None:
+        if src.name.startswith("aten::"):
+            return True
+        src = src.cpu_parent
+    return False
 
 
 def place(trace: Trace, doc: dict[str, Any]) -> None:
