@@ -44,14 +44,14 @@ class BlockScaled:
         return FORMATS[self.fmt][0]
 
 
-def check_shape(fmt: str, rows: int, k: int) -> str | None:
-    """Why an [rows, K] operand cannot be made in `fmt` (None when it can): K must fill whole blocks, and the
-    scale tiles whole 128-row x 4-block tiles (cuBLAS pads nothing for us)."""
-    block = FORMATS[fmt][0]
-    if k % (block * 4):
-        return f"{fmt} needs K to be a multiple of {block * 4} (4 blocks of {block} per scale tile), got {k}"
-    if rows % 128:
-        return f"{fmt} needs M and N to be multiples of 128 (the scale tiles' rows), got {rows}"
+def check_shape(fmt: str, m: int, n: int, k: int) -> str | None:
+    """Why an M x N x K GEMM cannot run in `fmt` (None when it can). torch's block-scaled path needs K and N
+    multiples of 16 (aten ScaledBlas.cpp, _scaled_mm_cuda_v2_out) and K whole blocks; upstream tests use K % 32.
+    M is free: the scale tiles are padded to 128 rows (`swizzle`)."""
+    if k % 32:
+        return f"{fmt} needs K to be a multiple of 32 (whole scale blocks), got {k}"
+    if n % 16:
+        return f"{fmt} needs N to be a multiple of 16, got {n}"
     return None
 
 

@@ -167,7 +167,7 @@ def shape_reason(key: str, m: int, n: int, k: int, platform: str, group_size: in
     if key in quant.WEIGHT_ONLY:
         return quant.shape_reason(key, n, k, group_size, platform)
     if key in blockscaled.FORMATS:
-        return blockscaled.check_shape(key, m, k) or blockscaled.check_shape(key, n, k)
+        return blockscaled.check_shape(key, m, n, k)
     if dtype_family(key) == "int8" and platform in ("cuda", "rocm"):
         if m <= 16:
             return f"torch._int_mm on GPUs needs M > 16 (M = {m})"
@@ -339,7 +339,8 @@ def matmul_op(
         kwargs = blockscaled.scaled_mm_args(*ops.blocks)
 
         def block_mm() -> None:
-            ops.c = F.scaled_mm(**kwargs, output_dtype=spec.out, use_fast_accum=fast)
+            # fast accumulation is Hopper's FP8 mode: torch refuses it for FP4 and ignores it for MXFP8 on sm_100
+            ops.c = F.scaled_mm(**kwargs, output_dtype=spec.out, use_fast_accum=False)
 
         return block_mm
     if spec.scaling != "none":

@@ -131,7 +131,11 @@ def test_who_runs_block_scaled_formats_and_why_not():
     assert gemm.capability_reason("mxfp4", "rocm", arch="gfx950") is None
     assert "MI350 (gfx950) or newer" in gemm.capability_reason("mxfp8", "rocm", arch="gfx942")
     assert "no AMD architecture runs it" in gemm.capability_reason("nvfp4", "rocm", arch="gfx950")
-    assert "multiples of 128" in gemm.shape_reason("nvfp4", 1, 4096, 4096, "cuda")  # a decode GEMV
+    assert (
+        gemm.shape_reason("nvfp4", 1, 4096, 4096, "cuda") is None
+    )  # a decode GEMV: M is free (padded tiles)
+    assert "K to be a multiple of 32" in gemm.shape_reason("mxfp8", 16, 4096, 100, "cuda")
+    assert "N to be a multiple of 16" in gemm.shape_reason("mxfp4", 16, 100, 4096, "cuda")
 
 
 def test_the_matmul_probe_skips_them_on_the_cpu_with_the_reason(tmp_path):
