@@ -37,6 +37,7 @@ from analysis.rundoc import Measurement, error_line
 from probes import amd
 from probes.context import Context, skipped
 from probes.device import device_context, free_memory_bytes
+from probes.linkhealth import nvlink_errors, pcie_aer
 from probes.nvml import NA, Nvml, mw_to_w, read_sample
 from probes.timing import synchronize
 
@@ -118,58 +119,6 @@ def pcie(nv: Nvml, handle: Any) -> dict[str, Any]:
         "width_max": nv.call("nvmlDeviceGetMaxPcieLinkWidth", handle),
         "replay_counter": nv.call("nvmlDeviceGetPcieReplayCounter", handle),
     }
-
-
-NVLINK_COUNTERS = {  # nvmlNvLinkErrorCounter_t: data-link replays and recoveries, flit and data CRC errors
-    "replay": ("NVML_NVLINK_ERROR_DL_REPLAY", 0),
-    "recovery": ("NVML_NVLINK_ERROR_DL_RECOVERY", 1),
-    "crc_flit": ("NVML_NVLINK_ERROR_DL_CRC_FLIT", 2),
-    "crc_data": ("NVML_NVLINK_ERROR_DL_CRC_DATA", 3),
-}
-
-
-def nvlink_errors(nv: Nvml, handle: Any) -> dict[str, Any] | str:
-    """The NVLink error counters summed over the GPU's active links (DCGM's NVLink health inputs); NA with no
-    active link or where NVML does not report them."""
-    links = nv.const("NVML_NVLINK_MAX_LINKS", 18)
-    active = [i for i in range(links) if nv.call("nvmlDeviceGetNvLinkState", handle, i) == 1]
-    if not active:
-        return NA
-    out: dict[str, Any] = {"links": len(active)}
-    for key, (const, default) in NVLINK_COUNTERS.items():
-        vals = [
-            nv.call("nvmlDeviceGetNvLinkErrorCounter", handle, i, nv.const(const, default)) for i in active
-        ]
-        out[key] = sum(vals) if all(isinstance(v, int) for v in vals) else NA
-    return out
-
-
-AER_ROOT = "/sys/bus/pci/devices"
-
-
-def pcie_aer(nv: Nvml, handle: Any, root: str | None = None) -> dict[str, Any] | str:
-    """PCIe Advanced Error Reporting totals of the GPU's function (Linux sysfs aer_dev_*, found by NVML's PCI
-    bus id): correctable, non-fatal and fatal error counts; NA where the kernel does not expose them."""
-    import os
-
-    info = nv.call("nvmlDeviceGetPciInfo", handle)
-    bus = getattr(info, "busId", None) if info != NA else None
-    if isinstance(bus, bytes):
-        bus = bus.decode()
-    if not isinstance(bus, str):
-        return NA
-    domain, _, rest = bus.partition(":")
-    path = os.path.join(root or AER_ROOT, f"{domain[-4:]}:{rest}".lower())
-    out: dict[str, Any] = {}
-    for kind in ("correctable", "nonfatal", "fatal"):
-        try:
-            with open(os.path.join(path, f"aer_dev_{kind}")) as fh:
-                lines = [line.split() for line in fh if line.strip()]
-        except OSError:
-            return NA
-        totals = [int(w[1]) for w in lines if len(w) == 2 and w[0].startswith("TOTAL_ERR") and w[1].isdigit()]
-        out[kind] = totals[0] if totals else sum(int(w[1]) for w in lines if len(w) == 2 and w[1].isdigit())
-    return out
 
 
 def sample(nv: Nvml, handle: Any) -> dict[str, Any]:

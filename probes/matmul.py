@@ -33,17 +33,13 @@ import dataclasses
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from analysis.formats import head_format
 from analysis.formulas import arithmetic_intensity, gemm_bytes, gemm_flops
-from analysis.headline import Headline, dtype_family
-from analysis.models import decode_linears, load_model
+from analysis.headline import Headline
 from analysis.rundoc import Measurement, error_line
-from probes.config import MatmulConfig
 from probes.context import Context, measure_case
 from probes.device import device_context, free_memory_bytes, triton_unavailable_reason
 from probes.gemm import (
@@ -60,6 +56,14 @@ from probes.gemm import (
     spec_for,
     tf32_mode,
     weight_rotation,
+)
+from probes.matmul_cases import (
+    Case,
+    _head_dtype,
+    _variants,
+    decode_cases,
+    search_shapes,
+    square_cases,
 )
 from probes.verify import poison
 
@@ -93,67 +97,6 @@ class RatePredictor:
 
 
 # ---- the probe ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Case:
-    kind: str  # "square", "search", "decode"
-    dtype: str
-    variant: str
-    m: int
-    n: int
-    k: int
-    model: str = ""
-    op: str = ""
-
-    @property
-    def name(self) -> str:
-        if self.kind == "decode":
-            return f"decode/{self.model}/{self.op}/{self.dtype}/M={self.m}"
-        shape = str(self.m) if self.kind == "square" else f"{self.m}x{self.n}x{self.k}"
-        return f"{self.kind}/{self.dtype}/{self.variant}/{shape}"
-
-
-def _variants(mm: MatmulConfig, dtype: str) -> list[str]:
-    return [v for v in mm.variants if v == "torch" or dtype in mm.triton_dtypes]
-
-
-def square_cases(mm: MatmulConfig) -> list[Case]:
-    return [
-        Case("square", d, v, s, s, s)
-        for d in mm.dtypes
-        for v in _variants(mm, d)
-        for s in sorted(mm.square_sizes)
-    ]
-
-
-def decode_cases(mm: MatmulConfig) -> list[Case]:
-    """Every layer's GEMM in every decode dtype; the LM head in the dtype a model in that format keeps it in
-    (16-bit for fp8, int8 and weight-only models: analysis.decode.head_format), each once."""
-    out: list[Case] = []
-    for model in mm.decode_models:
-        cfg = load_model(model)
-        for lin in decode_linears(cfg, mm.decode_tp):
-            dtypes = mm.decode_dtypes
-            if lin.op == "lm_head":
-                dtypes = tuple(dict.fromkeys(_head_dtype(d) for d in dtypes))
-            for d in dtypes:
-                out.extend(
-                    Case("decode", d, "torch", m, lin.n, lin.k, model, lin.op) for m in sorted(mm.decode_m)
-                )
-    return out
-
-
-def _head_dtype(key: str) -> str:
-    fam = dtype_family(key)
-    return key if head_format(fam) == fam else head_format(fam)
-
-
-def search_shapes(best: int, step: int, radius: int) -> list[tuple[int, int, int]]:
-    """(M, N, K) around a square size, nearest first, excluding the square itself."""
-    span = [best + step * i for i in range(-radius, radius + 1) if best + step * i > 0]
-    shapes = [(m, n, k) for m in span for n in span for k in span if (m, n, k) != (best, best, best)]
-    return sorted(shapes, key=lambda s: (sum(abs(x - best) for x in s), s))
 
 
 def n_cases(ctx: Context) -> int:

@@ -15,6 +15,7 @@ import torch
 from helpers import REPO, cli, fast_timing_toml
 
 import probes.health as health
+import probes.linkhealth as linkhealth
 from analysis.health import judge, plot_timeline
 from probes.all import main as all_main
 from probes.config import load_config
@@ -128,7 +129,7 @@ def nvml_with(monkeypatch, **faults) -> Nvml:
 
     root = Path(tempfile.mkdtemp(prefix="sysfs-"))
     fake_sysfs(root)
-    monkeypatch.setattr(health, "AER_ROOT", str(root))
+    monkeypatch.setattr(linkhealth, "AER_ROOT", str(root))
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(**faults))
     nv = Nvml()
     nv.handle = lambda device: "gpu-0"  # the CPU stands in for the GPU the fake describes
@@ -376,8 +377,8 @@ def test_pcie_aer_is_read_from_sysfs_by_the_gpus_bus_id(tmp_path, monkeypatch):
     fake_sysfs(tmp_path, fatal=2)
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
     nv = Nvml()
-    assert health.pcie_aer(nv, "gpu-0", str(tmp_path)) == {"correctable": 0, "nonfatal": 0, "fatal": 2}
-    assert health.pcie_aer(nv, "gpu-0", str(tmp_path / "nowhere")) == "not available"
+    assert linkhealth.pcie_aer(nv, "gpu-0", str(tmp_path)) == {"correctable": 0, "nonfatal": 0, "fatal": 2}
+    assert linkhealth.pcie_aer(nv, "gpu-0", str(tmp_path / "nowhere")) == "not available"
 
 
 def test_a_fatal_pcie_error_fails_and_correctable_ones_warn():
