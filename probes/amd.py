@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 NA = "not available"
-XGMI_LINK = {0: "down", 1: "up", 2: "disabled"}  # amdsmi_xgmi_link_status_type_t
 LINK_TYPES = {0: "internal", 1: "PCIe", 2: "xGMI", 3: "not applicable", 4: "unknown"}  # AMDSMI_LINK_TYPE_*
 PAGE_STATUS = {0: "reserved", 1: "pending", 2: "unreservable"}  # AMDSMI_MEM_PAGE_STATUS_*
 

@@ -30,7 +30,7 @@ from analysis.cli import ArgumentParser, guard, nonneg_float, positive_int, word
 from analysis.rundoc import error_line
 from probes.config import ConfigError, RunConfig, load_config
 from probes.timing import time_fn
-from probes.workload import fresh_run_doc, load_factory, user_frame
+from probes.workload import call_factory, fresh_run_doc, user_frame
 
 
 @dataclass
@@ -125,11 +125,7 @@ def _profile(args: argparse.Namespace) -> int:
 
     devices, note = resolve_devices(args.device)
     device = devices[0]
-    factory = load_factory(args.target)
-    try:
-        made = factory(device)
-    except Exception as exc:  # the user's factory: its failure is theirs to fix, in one line
-        raise ConfigError(f"{args.target}({device}) failed: {error_line(exc)}") from None
+    made = call_factory(args.target, device)
     # duck-typed: under `python -m`, this module's Workload is __main__.Workload, not the factory's class
     work = made if hasattr(made, "fn") else Workload(made)
     if not callable(work.fn):

@@ -22,16 +22,12 @@ def run_trace(args: argparse.Namespace) -> int:
     from probes.nvml import Nvml
     from probes.runner import tool_info
     from probes.trace import attribute, place, run_traced
-    from probes.workload import fresh_run_doc, load_factory, user_frame
+    from probes.workload import call_factory, fresh_run_doc, user_frame
 
     check_output_dir(args.out, "-o")
     devices, note = resolve_devices(args.device)
     device = devices[0]
-    factory = load_factory(args.trace)
-    try:
-        made = factory(device)
-    except Exception as exc:  # the user's factory: its failure is theirs to fix, in one line
-        raise ConfigError(f"{args.trace}({device}) failed: {error_line(exc)}{user_frame(exc)}") from None
+    made = call_factory(args.trace, device)
     fn = made.fn if hasattr(made, "fn") else made
     if not callable(fn):
         raise ConfigError(f"{args.trace}: returned {type(made).__name__}, not a callable to trace")

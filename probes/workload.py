@@ -54,3 +54,14 @@ def user_frame(exc: BaseException) -> str:
         and not f.filename.startswith("<")
     ]
     return f" (at {theirs[-1].filename}:{theirs[-1].lineno} in {theirs[-1].name})" if theirs else ""
+
+
+def call_factory(target: str, device: torch.device) -> Any:
+    """What the user's factory MODULE:FUNCTION makes for `device`; its failure is one line (theirs to fix)."""
+    factory = load_factory(target)
+    try:
+        return factory(device)
+    except Exception as exc:
+        from analysis.rundoc import error_line
+
+        raise ConfigError(f"{target}({device}) failed: {error_line(exc)}{user_frame(exc)}") from None
